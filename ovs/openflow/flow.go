@@ -1,0 +1,290 @@
+// Package openflow holds OpenFlow flows as plain values and installs them on an
+// Open vSwitch bridge.
+//
+// A Flow is data: the agent's pipeline computes []Flow with pure functions, the
+// flows render as ovs-ofctl text (String) for golden tests and debugging, and
+// Client.Apply sends a set of changes to OVS in one OpenFlow 1.5 bundle. This
+// package knows nothing of policies; it is the only place that speaks OpenFlow.
+package openflow
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// Table is an OpenFlow table with its name. Names are written to OVSDB so that
+// `ovs-ofctl --names` shows them.
+type Table struct {
+	ID   uint8
+	Name string
+}
+
+func (t Table) String() string {
+	if t.Name != "" {
+		return t.Name
+	}
+	return fmt.Sprint(t.ID)
+}
+
+// Protocol selects the ethertype and IP protocol of a match.
+type Protocol uint8
+
+const (
+	ProtoNone Protocol = iota
+	ProtoIP
+	ProtoARP
+	ProtoTCP
+	ProtoUDP
+	ProtoSCTP
+	ProtoICMP
+)
+
+var protoNames = [...]string{"", "ip", "arp", "tcp", "udp", "sctp", "icmp"}
+
+func (p Protocol) String() string { return protoNames[p] }
+
+// CtState bits, as in ct_state.
+const (
+	CtNew uint32 = 1 << 0
+	CtEst uint32 = 1 << 1
+	CtRel uint32 = 1 << 2
+	CtRpl uint32 = 1 << 3
+	CtInv uint32 = 1 << 4
+	CtTrk uint32 = 1 << 5
+)
+
+var ctStateNames = []struct {
+	bit  uint32
+	name string
+}{{CtNew, "new"}, {CtEst, "est"}, {CtRel, "rel"}, {CtRpl, "rpl"}, {CtInv, "inv"}, {CtTrk, "trk"}}
+
+// CtState matches conntrack state bits: bits in Mask must equal those in Set.
+type CtState struct {
+	Set, Mask uint32
+}
+
+func (c CtState) String() string {
+	var b strings.Builder
+	for _, s := range ctStateNames {
+		if c.Mask&s.bit == 0 {
+			continue
+		}
+		if c.Set&s.bit != 0 {
+			b.WriteByte('+')
+		} else {
+			b.WriteByte('-')
+		}
+		b.WriteString(s.name)
+	}
+	return b.String()
+}
+
+// RegMatch matches bits of an NXM register (reg0..reg15). Mask 0 means the
+// whole register.
+type RegMatch struct {
+	Reg   uint8
+	Value uint32
+	Mask  uint32
+}
+
+// Match is the match part of a flow. Zero values mean "any".
+type Match struct {
+	InPort   uint32
+	Protocol Protocol
+	Regs     []RegMatch
+	CtState  CtState
+	EthSrc   net.HardwareAddr
+	EthDst   net.HardwareAddr
+	IPSrc    netip.Prefix
+	IPDst    netip.Prefix
+	ARPSpa   netip.Addr
+	ARPSha   net.HardwareAddr
+	// TpDst matches the L4 destination port when non-zero; TpDstMask, when
+	// non-zero, makes it a masked match (used for port ranges).
+	TpDst     uint16
+	TpDstMask uint16
+	// ConjID matches the conjunction id when non-zero.
+	ConjID uint32
+}
+
+func prefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.Masked().String()
+}
+
+// String renders the match in ovs-ofctl syntax, fields in a fixed order.
+func (m Match) String() string {
+	var parts []string
+	add := func(format string, a ...any) { parts = append(parts, fmt.Sprintf(format, a...)) }
+	if m.Protocol != ProtoNone {
+		parts = append(parts, m.Protocol.String())
+	}
+	if m.InPort != 0 {
+		add("in_port=%d", m.InPort)
+	}
+	for _, r := range m.Regs {
+		if r.Mask == 0 || r.Mask == 0xffffffff {
+			add("reg%d=0x%x", r.Reg, r.Value)
+		} else {
+			add("reg%d=0x%x/0x%x", r.Reg, r.Value, r.Mask)
+		}
+	}
+	if m.CtState.Mask != 0 {
+		add("ct_state=%s", m.CtState)
+	}
+	if m.EthSrc != nil {
+		add("dl_src=%s", m.EthSrc)
+	}
+	if m.EthDst != nil {
+		add("dl_dst=%s", m.EthDst)
+	}
+	if m.IPSrc.IsValid() {
+		add("nw_src=%s", prefixString(m.IPSrc))
+	}
+	if m.IPDst.IsValid() {
+		add("nw_dst=%s", prefixString(m.IPDst))
+	}
+	if m.ARPSpa.IsValid() {
+		add("arp_spa=%s", m.ARPSpa)
+	}
+	if m.ARPSha != nil {
+		add("arp_sha=%s", m.ARPSha)
+	}
+	if m.TpDst != 0 {
+		if m.TpDstMask == 0 || m.TpDstMask == 0xffff {
+			add("tp_dst=%d", m.TpDst)
+		} else {
+			add("tp_dst=0x%x/0x%x", m.TpDst, m.TpDstMask)
+		}
+	}
+	if m.ConjID != 0 {
+		add("conj_id=%d", m.ConjID)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Action is one OpenFlow action or instruction of a flow.
+type Action interface {
+	String() string
+	isAction()
+}
+
+// Output sends the packet to a port.
+type Output struct{ Port uint32 }
+
+// OutputReg sends the packet to the port held in bits Start..End of a register.
+type OutputReg struct{ Reg, Start, End uint8 }
+
+// GotoTable continues the pipeline in another table (always the last action).
+type GotoTable struct{ Table Table }
+
+// Conjunction makes the flow one clause of a conjunctive match.
+type Conjunction struct {
+	ID               uint32
+	Clause, NClauses uint8
+}
+
+// LoadReg writes Value into bits Start..End of a register.
+type LoadReg struct {
+	Reg        uint8
+	Start, End uint8
+	Value      uint32
+}
+
+// SetCtMark sets the conntrack mark; valid only inside CT.Exec.
+type SetCtMark struct{ Value uint32 }
+
+// CT sends the packet through conntrack in Zone. With Commit it commits the
+// connection (running Exec); with a Table it continues there, tracked.
+type CT struct {
+	Commit bool
+	Zone   uint16
+	// Table is where the tracked packet continues; nil means it does not.
+	Table *Table
+	Exec  []Action
+}
+
+// Normal hands the packet to the switch's L2 learning.
+type Normal struct{}
+
+func (Output) isAction()      {}
+func (OutputReg) isAction()   {}
+func (GotoTable) isAction()   {}
+func (Conjunction) isAction() {}
+func (LoadReg) isAction()     {}
+func (SetCtMark) isAction()   {}
+func (CT) isAction()          {}
+func (Normal) isAction()      {}
+
+func (a Output) String() string { return fmt.Sprintf("output:%d", a.Port) }
+func (a OutputReg) String() string {
+	return fmt.Sprintf("output:NXM_NX_REG%d[%d..%d]", a.Reg, a.Start, a.End)
+}
+func (a GotoTable) String() string { return "goto_table:" + a.Table.String() }
+func (a Conjunction) String() string {
+	return fmt.Sprintf("conjunction(%d,%d/%d)", a.ID, a.Clause, a.NClauses)
+}
+func (a LoadReg) String() string {
+	return fmt.Sprintf("load:0x%x->NXM_NX_REG%d[%d..%d]", a.Value, a.Reg, a.Start, a.End)
+}
+func (a SetCtMark) String() string { return fmt.Sprintf("set_field:0x%x->ct_mark", a.Value) }
+func (a CT) String() string {
+	var args []string
+	if a.Commit {
+		args = append(args, "commit")
+	}
+	if a.Table != nil {
+		args = append(args, "table="+a.Table.String())
+	}
+	args = append(args, fmt.Sprintf("zone=%d", a.Zone))
+	if len(a.Exec) > 0 {
+		args = append(args, "exec("+joinActions(a.Exec)+")")
+	}
+	return "ct(" + strings.Join(args, ",") + ")"
+}
+func (Normal) String() string { return "NORMAL" }
+
+func joinActions(as []Action) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Flow is one OpenFlow flow entry. A flow with no actions drops.
+type Flow struct {
+	Table    Table
+	Priority uint16
+	Cookie   uint64
+	Match    Match
+	Actions  []Action
+}
+
+// Key identifies the flow entry in its bridge: OVS keeps one flow per table,
+// priority and match.
+func (f Flow) Key() string {
+	return fmt.Sprintf("table=%d,priority=%d,%s", f.Table.ID, f.Priority, f.Match)
+}
+
+// ActionsString renders the actions in ovs-ofctl syntax.
+func (f Flow) ActionsString() string {
+	if len(f.Actions) == 0 {
+		return "drop"
+	}
+	return joinActions(f.Actions)
+}
+
+// String renders the flow in the syntax `ovs-ofctl add-flow` accepts.
+func (f Flow) String() string {
+	m := f.Match.String()
+	if m != "" {
+		m = "," + m
+	}
+	return fmt.Sprintf("cookie=0x%x,table=%s,priority=%d%s actions=%s",
+		f.Cookie, f.Table, f.Priority, m, f.ActionsString())
+}
