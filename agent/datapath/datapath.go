@@ -1,0 +1,188 @@
+// Package datapath keeps the node's OVS flows equal to what its pods and
+// policies require. Every change is computed as values (agent/openflow
+// renders the whole desired table), diffed against what was last installed,
+// sent to OVS as one bundle, and only then committed to the cache: if OVS
+// refuses the bundle, neither the bridge nor the cache changes.
+package datapath
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+
+	"k8s.io/klog/v2"
+
+	"palisade.dev/palisade/agent/interfacestore"
+	"palisade.dev/palisade/agent/openflow"
+	cp "palisade.dev/palisade/controller/apis/controlplane"
+	of "palisade.dev/palisade/ovs/openflow"
+)
+
+// FlowApplier applies flow changes atomically (ovs/openflow.Client).
+type FlowApplier interface {
+	Apply(ctx context.Context, ch of.Changes) error
+}
+
+// Datapath is the agent's realized flow state. It is safe for concurrent use.
+type Datapath struct {
+	client FlowApplier
+
+	mu      sync.Mutex
+	started bool
+	pods    map[string]interfacestore.PodInterface
+	policy  *cp.NodeState
+	// installed is what OVS accepted last, by flow key.
+	installed map[string]of.Flow
+	conjIDs   map[string]uint32
+	nextID    uint32
+}
+
+// New returns a Datapath that holds changes until Start.
+func New(client FlowApplier) *Datapath {
+	return &Datapath{
+		client:    client,
+		pods:      map[string]interfacestore.PodInterface{},
+		policy:    cp.NewNodeState(),
+		installed: map[string]of.Flow{},
+		conjIDs:   map[string]uint32{},
+		nextID:    1,
+	}
+}
+
+// Start installs the complete desired state in one bundle that also deletes
+// every flow left from before (an agent restart), so the bridge never passes
+// through a state with a hole. Until Start, AddPod and SetPolicy only record.
+func (d *Datapath) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.syncLocked(ctx, d.pods, d.policy, true); err != nil {
+		return err
+	}
+	d.started = true
+	return nil
+}
+
+// Resync makes the next change replace every flow of the bridge; call it when
+// OVS restarted and lost its flows.
+func (d *Datapath) Resync(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.syncLocked(ctx, d.pods, d.policy, true)
+}
+
+// AddPod attaches a pod's port to the pipeline (and applies the policies
+// that select it).
+func (d *Datapath) AddPod(ctx context.Context, p interfacestore.PodInterface) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pods := maps.Clone(d.pods)
+	pods[p.PodKey()] = p
+	return d.changeLocked(ctx, pods, d.policy)
+}
+
+// DeletePod removes a pod's flows.
+func (d *Datapath) DeletePod(ctx context.Context, p interfacestore.PodInterface) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.pods[p.PodKey()]; !ok {
+		return nil
+	}
+	pods := maps.Clone(d.pods)
+	delete(pods, p.PodKey())
+	return d.changeLocked(ctx, pods, d.policy)
+}
+
+// SetPolicy replaces the node's policy state.
+func (d *Datapath) SetPolicy(ctx context.Context, st *cp.NodeState) error {
+	if st == nil {
+		st = cp.NewNodeState()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.changeLocked(ctx, d.pods, st)
+}
+
+// Flows returns the installed flows, sorted as in a dump.
+func (d *Datapath) Flows() []of.Flow {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]of.Flow, 0, len(d.installed))
+	for _, f := range d.installed {
+		out = append(out, f)
+	}
+	openflow.SortFlows(out)
+	return out
+}
+
+func (d *Datapath) changeLocked(ctx context.Context, pods map[string]interfacestore.PodInterface, st *cp.NodeState) error {
+	if !d.started {
+		d.pods, d.policy = pods, st
+		return nil
+	}
+	return d.syncLocked(ctx, pods, st, false)
+}
+
+// syncLocked renders the desired flows for (pods, st), applies the
+// difference to what is installed, and commits everything on success.
+func (d *Datapath) syncLocked(ctx context.Context, pods map[string]interfacestore.PodInterface, st *cp.NodeState, replaceAll bool) error {
+	ids := maps.Clone(d.conjIDs)
+	next := d.nextID
+	used := map[string]uint32{}
+	alloc := func(key string) uint32 {
+		id, ok := ids[key]
+		if !ok {
+			id = next
+			next++
+			ids[key] = id
+		}
+		used[key] = id
+		return id
+	}
+	desired := openflow.Render(openflow.State{Pods: pods, Policy: st}, alloc)
+	want := make(map[string]of.Flow, len(desired))
+	for _, f := range desired {
+		want[f.Key()] = f
+	}
+
+	var ch of.Changes
+	if replaceAll {
+		ch = of.Changes{ReplaceAll: true, Add: desired}
+	} else {
+		ch = diff(d.installed, want, desired)
+	}
+	if !ch.Empty() {
+		if err := d.client.Apply(ctx, ch); err != nil {
+			return fmt.Errorf("applying %d added, %d modified, %d deleted flows: %w",
+				len(ch.Add), len(ch.Modify), len(ch.Delete), err)
+		}
+		klog.FromContext(ctx).V(2).Info("Applied flows", "added", len(ch.Add), "modified", len(ch.Modify),
+			"deleted", len(ch.Delete), "replaceAll", ch.ReplaceAll, "total", len(want))
+	}
+	d.installed, d.pods, d.policy = want, pods, st
+	d.conjIDs, d.nextID = used, next
+	return nil
+}
+
+// diff computes the changes that turn installed into want. A flow whose
+// cookie changed is re-added (ADD overwrites the entry); one whose actions
+// changed is modified in place, keeping its counters.
+func diff(installed, want map[string]of.Flow, ordered []of.Flow) of.Changes {
+	var ch of.Changes
+	for _, f := range ordered {
+		old, ok := installed[f.Key()]
+		switch {
+		case !ok || old.Cookie != f.Cookie:
+			ch.Add = append(ch.Add, f)
+		case old.ActionsString() != f.ActionsString():
+			ch.Modify = append(ch.Modify, f)
+		}
+	}
+	for k, f := range installed {
+		if _, ok := want[k]; !ok {
+			ch.Delete = append(ch.Delete, f)
+		}
+	}
+	openflow.SortFlows(ch.Delete)
+	return ch
+}

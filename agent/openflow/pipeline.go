@@ -1,0 +1,122 @@
+// Package openflow computes the agent's OpenFlow pipeline as values: pure
+// functions from the node's pods and policy state to []openflow.Flow. It does
+// not talk to OVS; agent/datapath applies what this package computes.
+//
+// The pipeline is documented with real flow dumps in docs/design/pipeline.md.
+package openflow
+
+import (
+	of "palisade.dev/palisade/ovs/openflow"
+)
+
+// The pipeline, in the order a packet walks it. Each table is declared once
+// with its name; IDs follow the order (OpenFlow only jumps forward).
+var (
+	ClassifierTable      = of.Table{ID: 0, Name: "Classifier"}
+	SpoofGuardTable      = of.Table{ID: 1, Name: "SpoofGuard"}
+	ConntrackTable       = of.Table{ID: 2, Name: "Conntrack"}
+	ConntrackStateTable  = of.Table{ID: 3, Name: "ConntrackState"}
+	EgressRuleTable      = of.Table{ID: 4, Name: "EgressRule"}
+	EgressDefaultTable   = of.Table{ID: 5, Name: "EgressDefault"}
+	L2ForwardingTable    = of.Table{ID: 6, Name: "L2Forwarding"}
+	IngressRuleTable     = of.Table{ID: 7, Name: "IngressRule"}
+	IngressDefaultTable  = of.Table{ID: 8, Name: "IngressDefault"}
+	ConntrackCommitTable = of.Table{ID: 9, Name: "ConntrackCommit"}
+	OutputTable          = of.Table{ID: 10, Name: "Output"}
+
+	// Pipeline lists every table in order.
+	Pipeline = []of.Table{
+		ClassifierTable, SpoofGuardTable, ConntrackTable, ConntrackStateTable,
+		EgressRuleTable, EgressDefaultTable, L2ForwardingTable,
+		IngressRuleTable, IngressDefaultTable, ConntrackCommitTable, OutputTable,
+	}
+)
+
+// TableNames maps table IDs to names, for OVSDB Flow_Table rows.
+func TableNames() map[uint8]string {
+	m := make(map[uint8]string, len(Pipeline))
+	for _, t := range Pipeline {
+		m[t.ID] = t.Name
+	}
+	return m
+}
+
+// CtZone is the conntrack zone of all pod traffic.
+const CtZone uint16 = 65520
+
+// Registers. reg0[0..3] marks where a packet came from; reg1 holds the output
+// port chosen by L2Forwarding; reg2 and reg3 hold the conjunction id of the
+// egress and ingress rule that allowed a new connection (visible in traces).
+const (
+	regSource      = 0
+	regOutPort     = 1
+	regEgressRule  = 2
+	regIngressRule = 3
+
+	sourcePod uint32 = 1
+)
+
+// Priorities.
+const (
+	priorityEstablished uint16 = 64990
+	priorityNormal      uint16 = 200
+	priorityRule        uint16 = 200
+	priorityDefault     uint16 = 0
+)
+
+// Cookie layout: bits 56..63 the restart round, 48..55 the category, 0..47 the
+// id of the owner (a conjunction id for policy flows, an ofport for pod
+// flows). `ovs-ofctl dump-flows cookie=0x3000000000005/0xffffffffffff` lists
+// the flows of one rule.
+const (
+	CookiePipeline uint64 = 1 << 48
+	CookiePod      uint64 = 2 << 48
+	CookiePolicy   uint64 = 3 << 48
+	CookieIsolate  uint64 = 4 << 48
+
+	CookieCategoryMask uint64 = 0xff << 48
+	CookieIDMask       uint64 = 1<<48 - 1
+)
+
+func gotoTable(t of.Table) of.Action { return of.GotoTable{Table: t} }
+
+// PipelineFlows are the flows that exist whatever the pods and policies: the
+// default of every table and the conntrack plumbing.
+func PipelineFlows() []of.Flow {
+	c := CookiePipeline
+	ip := of.Match{Protocol: of.ProtoIP}
+	established := of.Match{Protocol: of.ProtoIP, CtState: of.CtState{Set: of.CtTrk, Mask: of.CtNew | of.CtTrk}}
+	ctTable := ConntrackStateTable
+	return []of.Flow{
+		// Unknown ports and spoofed packets are dropped (no actions).
+		{Table: ClassifierTable, Priority: priorityDefault, Cookie: c},
+		{Table: SpoofGuardTable, Priority: priorityDefault, Cookie: c},
+		// Every IP packet goes through conntrack.
+		{Table: ConntrackTable, Priority: priorityNormal, Cookie: c, Match: ip,
+			Actions: []of.Action{of.CT{Zone: CtZone, Table: &ctTable}}},
+		{Table: ConntrackTable, Priority: priorityDefault, Cookie: c},
+		{Table: ConntrackStateTable, Priority: priorityNormal, Cookie: c,
+			Match: of.Match{Protocol: of.ProtoIP, CtState: of.CtState{Set: of.CtInv | of.CtTrk, Mask: of.CtInv | of.CtTrk}}},
+		{Table: ConntrackStateTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(EgressRuleTable)}},
+		// Packets of established connections skip policy: they were allowed
+		// when the connection was committed.
+		{Table: EgressRuleTable, Priority: priorityEstablished, Cookie: c, Match: established,
+			Actions: []of.Action{gotoTable(L2ForwardingTable)}},
+		{Table: EgressRuleTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(EgressDefaultTable)}},
+		{Table: EgressDefaultTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(L2ForwardingTable)}},
+		{Table: L2ForwardingTable, Priority: priorityDefault, Cookie: c},
+		{Table: IngressRuleTable, Priority: priorityEstablished, Cookie: c, Match: established,
+			Actions: []of.Action{gotoTable(OutputTable)}},
+		{Table: IngressRuleTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(IngressDefaultTable)}},
+		{Table: IngressDefaultTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(ConntrackCommitTable)}},
+		// A new connection is committed only here, after both the source's
+		// egress rules and the destination's ingress rules allowed it.
+		{Table: ConntrackCommitTable, Priority: priorityNormal, Cookie: c,
+			Match:   of.Match{Protocol: of.ProtoIP, CtState: of.CtState{Set: of.CtNew | of.CtTrk, Mask: of.CtNew | of.CtTrk}},
+			Actions: []of.Action{of.CT{Commit: true, Zone: CtZone}, gotoTable(OutputTable)}},
+		{Table: ConntrackCommitTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(OutputTable)}},
+		{Table: OutputTable, Priority: priorityNormal, Cookie: c, Match: ip,
+			Actions: []of.Action{of.OutputReg{Reg: regOutPort, Start: 0, End: 31}}},
+		{Table: OutputTable, Priority: priorityDefault, Cookie: c},
+	}
+}
