@@ -16,7 +16,11 @@ const (
 	ExternalIDContainerID  = "palisade-container-id"
 	ExternalIDIP           = "palisade-ip"
 	ExternalIDMAC          = "palisade-mac"
+	ExternalIDIfName       = "palisade-if-name" // interface name inside the pod
 )
+
+// OwnerPalisade is the value of ExternalIDOwner on rows Palisade created.
+const OwnerPalisade = "palisade"
 
 // PodInterface is one pod's network attachment on this node.
 type PodInterface struct {

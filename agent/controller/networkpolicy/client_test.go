@@ -1,0 +1,224 @@
+package networkpolicy
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2/ktesting"
+
+	cp "palisade.dev/palisade/controller/apis/controlplane"
+	"palisade.dev/palisade/controller/apiserver"
+	controllernp "palisade.dev/palisade/controller/networkpolicy"
+)
+
+// startWatch runs the watch loop with a short backoff until the test ends.
+func startWatch(t *testing.T, baseURL, node string, h Handler) {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	w, err := newWatcher(baseURL, node, h)
+	if err != nil {
+		t.Fatalf("newWatcher: %v", err)
+	}
+	w.backoff = wait.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 1 << 30, Cap: 100 * time.Millisecond}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// waitFor polls cond until it holds or fails the test with what().
+func waitFor(t *testing.T, cond func() bool, what func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out: %s", what())
+}
+
+func TestWatchArguments(t *testing.T) {
+	c, _ := newTestCache(t, "")
+	tests := []struct {
+		name, url, node string
+		h               Handler
+		wantErr         string
+	}{
+		{"empty node", "http://198.18.0.1:10349", "", c, "node name is empty"},
+		{"nil handler", "http://198.18.0.1:10349", "n", nil, "handler is nil"},
+		{"no scheme", "controller.example", "n", c, "must be http(s)://host:port"},
+		{"other scheme", "ftp://198.18.0.1:10349", "n", c, "must be http(s)://host:port"},
+		{"bad URL", "http://[::1", "n", c, "invalid controller URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Watch(context.Background(), tt.url, tt.node, tt.h)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Watch() error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestWatchRetriesAndRelists serves, in turn: an error status, a stream that
+// breaks in the middle of its list, and a complete stream. The cache must end
+// with exactly the complete stream's state.
+func TestWatchRetriesAndRelists(t *testing.T) {
+	partial := []cp.Event{addAG("stale", client3), addATG("web", web1)}
+	full := initialList()
+	var attempts atomic.Int32
+	var gotNode atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotNode.Store(r.URL.Query().Get("node"))
+		if r.URL.Path != cp.WatchPath {
+			http.NotFound(w, r)
+			return
+		}
+		var events []cp.Event
+		switch attempts.Add(1) {
+		case 1:
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		case 2:
+			events = partial
+		default:
+			events = full
+		}
+		enc := json.NewEncoder(w)
+		for _, ev := range events {
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+		}
+		w.(http.Flusher).Flush()
+		if len(events) == len(full) {
+			<-r.Context().Done() // keep the complete stream open
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	c, changes := newTestCache(t, "")
+	startWatch(t, srv.URL, "node/1", c)
+	waitFor(t, c.Synced, func() string { return "the cache never synced" })
+	want := state([]*cp.NetworkPolicy{testPolicy("p1", "clients")},
+		[]*cp.AppliedToGroup{{Name: "web", Members: []cp.GroupMember{web1}}},
+		[]*cp.AddressGroup{{Name: "clients", Members: []cp.GroupMember{client1, client2}}})
+	if diff := cmp.Diff(want, c.Snapshot()); diff != "" {
+		t.Errorf("state mismatch (-want +got):\n%s", diff)
+	}
+	if n := attempts.Load(); n != 3 {
+		t.Errorf("server saw %d watches, want 3", n)
+	}
+	if n := changes.Load(); n != 1 {
+		t.Errorf("OnChange called %d times, want 1", n)
+	}
+	if got := gotNode.Load(); got != "node/1" {
+		t.Errorf("server got node %q, want %q", got, "node/1")
+	}
+}
+
+// TestEndToEnd runs the controller's real watch server: the agent's cache
+// must equal Model.NodeState(node) after the initial list, after changes, and
+// after a reconnect.
+func TestEndToEnd(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	store := apiserver.NewStore(apiserver.DefaultBufferSize)
+	srv := httptest.NewServer(apiserver.NewHandler(ctx, store, apiserver.AllowAll{}))
+	t.Cleanup(srv.Close)
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a"}}
+	pod := func(name, node, ip, app string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: name, Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+				Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+			}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: ip}}},
+		}
+	}
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", UID: "uid-web"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &intstr.IntOrString{Type: intstr.String, StrVal: "http"}}},
+			}},
+		},
+	}
+	pods := []*corev1.Pod{pod("web1", "node1", "198.18.0.1", "web"), pod("web2", "node2", "198.18.0.2", "web"),
+		pod("client1", "node2", "198.18.0.11", "client")}
+
+	var mu sync.Mutex
+	var model *controllernp.Model
+	publish := func() {
+		m := controllernp.Compute(controllernp.Inputs{Pods: pods, Namespaces: []*corev1.Namespace{ns}, NetworkPolicies: []*networkingv1.NetworkPolicy{np}})
+		if len(m.Errors) != 0 {
+			t.Fatalf("Compute: %v", m.Errors)
+		}
+		mu.Lock()
+		model = m
+		mu.Unlock()
+		store.Publish(m)
+	}
+	c, _ := newTestCache(t, t.TempDir())
+	converged := func() (bool, string) {
+		mu.Lock()
+		want := model.NodeState("node1")
+		mu.Unlock()
+		diff := cmp.Diff(want, c.Snapshot(), cmpopts.EquateEmpty())
+		return c.Synced() && diff == "", diff
+	}
+	check := func(what string) {
+		t.Helper()
+		waitFor(t, func() bool { ok, _ := converged(); return ok },
+			func() string {
+				_, diff := converged()
+				return what + ": cache != NodeState(node1) (-want +got):\n" + diff
+			})
+	}
+
+	publish()
+	startWatch(t, srv.URL, "node1", c)
+	check("initial state")
+	if got := len(c.Snapshot().Policies); got != 1 {
+		t.Fatalf("node1 has %d policies, want 1", got)
+	}
+
+	pods = append(pods, pod("client2", "node3", "198.18.0.12", "client"))
+	publish()
+	check("after a client pod was added")
+
+	pods[2].Status.PodIPs = []corev1.PodIP{{IP: "198.18.0.13"}} // client1 changed its IP
+	publish()
+	check("after a client pod changed its IP")
+
+	// Break the connection; changes made meanwhile arrive with the re-list.
+	srv.CloseClientConnections()
+	pods = pods[1:] // web1 leaves node1: the policy leaves node1's span
+	publish()
+	check("after a reconnect")
+	if got := len(c.Snapshot().Policies); got != 0 {
+		t.Errorf("node1 still has %d policies after its last web pod left", got)
+	}
+}

@@ -1,0 +1,120 @@
+package networkpolicy
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2/ktesting"
+
+	cp "palisade.dev/palisade/controller/apis/controlplane"
+)
+
+// latestModel is a Publisher that remembers the last model.
+type latestModel struct {
+	mu sync.Mutex
+	m  *Model
+}
+
+func (l *latestModel) Publish(m *Model) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.m = m
+}
+
+// waitForNodeState waits until the last published model's span of node is want.
+func (l *latestModel) waitForNodeState(t *testing.T, node string, want *cp.NodeState) {
+	t.Helper()
+	var diff string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		l.mu.Lock()
+		m := l.m
+		l.mu.Unlock()
+		if m == nil {
+			diff = "no model published"
+			continue
+		}
+		if diff = cmp.Diff(want, m.NodeState(node)); diff == "" {
+			return
+		}
+	}
+	t.Fatalf("NodeState(%s) did not converge (-want +got):\n%s", node, diff)
+}
+
+func TestControllerPublishesNodeState(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+
+	np := policy("a", "web", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "client")}},
+			Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromInt32(80))}},
+		}}
+	})
+	client := fake.NewClientset(
+		namespace("a", nil),
+		pod("a", "web", "node1", "198.18.0.1", map[string]string{"app": "web"}),
+		pod("a", "client1", "node2", "198.18.0.2", map[string]string{"app": "client"}),
+		np,
+	)
+	factory := informers.NewSharedInformerFactory(client, 0)
+	pub := &latestModel{}
+	c, err := NewController(factory.Core().V1().Pods(), factory.Core().V1().Namespaces(),
+		factory.Networking().V1().NetworkPolicies(), pub)
+	if err != nil {
+		t.Fatalf("NewController: %v", err)
+	}
+	factory.Start(ctx.Done())
+	t.Cleanup(factory.Shutdown)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	webG := groupName(t, "a", sel("app", "web"), nil)
+	clientG := groupName(t, "a", sel("app", "client"), nil)
+	policyWant := &cp.NetworkPolicy{
+		Name:      "uid-web",
+		SourceRef: cp.NetworkPolicyReference{Type: SourceTypeK8sNetworkPolicy, Namespace: "a", Name: "web", UID: "uid-web"},
+		Rules: []cp.Rule{{
+			Direction: cp.DirectionIn,
+			From:      cp.Peer{AddressGroups: []string{clientG}},
+			Services:  []cp.Service{tcp("80")},
+		}},
+		AppliedToGroups: []string{webG},
+		PolicyTypes:     []string{"Ingress"},
+	}
+	want := &cp.NodeState{
+		Policies:        map[string]*cp.NetworkPolicy{"uid-web": policyWant},
+		AppliedToGroups: map[string]*cp.AppliedToGroup{webG: {Name: webG, Members: []cp.GroupMember{member("a", "web", "node1", "198.18.0.1")}}},
+		AddressGroups:   map[string]*cp.AddressGroup{clientG: {Name: clientG, Members: []cp.GroupMember{member("a", "client1", "node2", "198.18.0.2")}}},
+	}
+	pub.waitForNodeState(t, "node1", want)
+	pub.waitForNodeState(t, "node2", cp.NewNodeState())
+
+	// A new client pod must show up in the AddressGroup.
+	newPod := pod("a", "client2", "node3", "198.18.0.3", map[string]string{"app": "client"})
+	if _, err := client.CoreV1().Pods("a").Create(ctx, newPod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating pod: %v", err)
+	}
+	want.AddressGroups[clientG].Members = append(want.AddressGroups[clientG].Members, member("a", "client2", "node3", "198.18.0.3"))
+	pub.waitForNodeState(t, "node1", want)
+
+	// Deleting the policy empties node1's span.
+	if err := client.NetworkingV1().NetworkPolicies("a").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("deleting policy: %v", err)
+	}
+	pub.waitForNodeState(t, "node1", cp.NewNodeState())
+}
