@@ -21,7 +21,7 @@ fi
 log() { printf '[bootstrap %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # --- Debian packages --------------------------------------------------------
-PKGS=(openvswitch-switch ethtool iproute2 netcat-openbsd iperf3 conntrack jq)
+PKGS=(openvswitch-switch ethtool iproute2 iputils-ping netcat-openbsd iperf3 conntrack jq)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

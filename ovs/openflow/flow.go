@@ -43,7 +43,12 @@ const (
 
 var protoNames = [...]string{"", "ip", "arp", "tcp", "udp", "sctp", "icmp"}
 
-func (p Protocol) String() string { return protoNames[p] }
+func (p Protocol) String() string {
+	if int(p) >= len(protoNames) {
+		return fmt.Sprintf("Protocol(%d)", p)
+	}
+	return protoNames[p]
+}
 
 // CtState bits, as in ct_state.
 const (

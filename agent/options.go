@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/spf13/pflag"
+)
+
+// Options configure one node's agent.
+type Options struct {
+	Kubeconfig    string
+	NodeName      string
+	ControllerURL string
+	OVSDB         string
+	OFSocket      string
+	Bridge        string
+	DatapathType  string
+	CNISocket     string
+	StateDir      string
+	MTU           int
+}
+
+// NewOptions returns the defaults of a real deployment.
+func NewOptions() *Options {
+	return &Options{
+		OVSDB:        "unix:/var/run/openvswitch/db.sock",
+		OFSocket:     "/var/run/openvswitch/br-int.mgmt",
+		Bridge:       "br-int",
+		DatapathType: "netdev",
+		CNISocket:    "/var/run/palisade/cni.sock",
+		StateDir:     "/var/lib/palisade",
+		MTU:          1450,
+	}
+}
+
+// AddFlags registers the options as flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to a kubeconfig; empty means in-cluster configuration.")
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of the Node this agent runs on (required).")
+	fs.StringVar(&o.ControllerURL, "controller-url", o.ControllerURL, "Base URL of the palisade-controller API (required).")
+	fs.StringVar(&o.OVSDB, "ovsdb", o.OVSDB, "OVSDB endpoint, e.g. unix:/var/run/openvswitch/db.sock.")
+	fs.StringVar(&o.OFSocket, "ofsocket", o.OFSocket, "Path of the bridge's OpenFlow management socket.")
+	fs.StringVar(&o.Bridge, "bridge", o.Bridge, "Name of the OVS integration bridge.")
+	fs.StringVar(&o.DatapathType, "datapath-type", o.DatapathType, "OVS datapath type of the bridge (netdev or system).")
+	fs.StringVar(&o.CNISocket, "cni-socket", o.CNISocket, "Unix socket the CNI plugin talks to.")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "Directory for the agent's persistent state (IPAM, last policy state).")
+	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces.")
+}
+
+// Validate reports every invalid option at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required"))
+	}
+	if o.ControllerURL == "" {
+		errs = append(errs, errors.New("--controller-url is required"))
+	} else if u, err := url.Parse(o.ControllerURL); err != nil || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--controller-url %q is not a URL", o.ControllerURL))
+	}
+	if o.MTU < 576 || o.MTU > 9000 {
+		errs = append(errs, fmt.Errorf("--mtu %d is out of range [576, 9000]", o.MTU))
+	}
+	for name, v := range map[string]string{"--ovsdb": o.OVSDB, "--ofsocket": o.OFSocket, "--bridge": o.Bridge,
+		"--cni-socket": o.CNISocket, "--state-dir": o.StateDir} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s must not be empty", name))
+		}
+	}
+	return errors.Join(errs...)
+}

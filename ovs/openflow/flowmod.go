@@ -1,0 +1,310 @@
+package openflow
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"antrea.io/libOpenflow/openflow15"
+)
+
+// Ethertypes and IP protocol numbers of the Protocol selectors.
+const (
+	ethTypeIPv4 = 0x0800
+	ethTypeARP  = 0x0806
+)
+
+var ipProtos = map[Protocol]uint8{ProtoTCP: 6, ProtoUDP: 17, ProtoSCTP: 132, ProtoICMP: 1}
+
+// maxTableID is the highest flow table; 255 means "all tables".
+const maxTableID = 254
+
+// flowMod translates f into an OpenFlow 1.5 flow_mod with the given command
+// (openflow15.FC_ADD, FC_MODIFY_STRICT or FC_DELETE_STRICT). It returns an
+// error, never panics, on a flow OVS would reject for its form: a missing
+// protocol a field needs, an out-of-range register, a misplaced goto_table.
+func flowMod(f Flow, command uint8) (*openflow15.FlowMod, error) {
+	if f.Table.ID > maxTableID {
+		return nil, fmt.Errorf("table %d is not a flow table", f.Table.ID)
+	}
+	fm := openflow15.NewFlowMod()
+	fm.Command = command
+	fm.TableId = f.Table.ID
+	fm.Priority = f.Priority
+	fm.Cookie = f.Cookie
+	if command == openflow15.FC_ADD {
+		// Strict modify and delete ignore the cookie (mask 0); an add sets it.
+		fm.CookieMask = 0
+	}
+	fields, err := matchFields(f.Match)
+	if err != nil {
+		return nil, err
+	}
+	for _, field := range fields {
+		fm.Match.AddField(*field)
+	}
+	if command == openflow15.FC_DELETE_STRICT {
+		return fm, nil
+	}
+	instrs, err := instructions(f.Table, f.Actions)
+	if err != nil {
+		return nil, err
+	}
+	for _, instr := range instrs {
+		fm.AddInstruction(instr)
+	}
+	return fm, nil
+}
+
+// matchFields returns the OXM/NXM fields of m, prerequisites first (OVS
+// checks each field's prerequisites as it reads the match).
+func matchFields(m Match) ([]*openflow15.MatchField, error) {
+	var fields []*openflow15.MatchField
+	add := func(f *openflow15.MatchField) { fields = append(fields, f) }
+
+	if m.InPort != 0 {
+		add(openflow15.NewInPortField(m.InPort))
+	}
+	isIP, isARP := false, false
+	switch m.Protocol {
+	case ProtoNone:
+	case ProtoARP:
+		isARP = true
+		add(openflow15.NewEthTypeField(ethTypeARP))
+	case ProtoIP, ProtoTCP, ProtoUDP, ProtoSCTP, ProtoICMP:
+		isIP = true
+		add(openflow15.NewEthTypeField(ethTypeIPv4))
+		if proto, ok := ipProtos[m.Protocol]; ok {
+			add(openflow15.NewIpProtoField(proto))
+		}
+	default:
+		return nil, fmt.Errorf("unknown protocol %d", m.Protocol)
+	}
+	for _, r := range m.Regs {
+		if r.Reg > 15 {
+			return nil, fmt.Errorf("reg%d does not exist (reg0..reg15)", r.Reg)
+		}
+		if r.Mask == 0 || r.Mask == 0xffffffff {
+			add(openflow15.NewRegMatchFieldWithMask(int(r.Reg), r.Value, 0))
+		} else {
+			add(openflow15.NewRegMatchFieldWithMask(int(r.Reg), r.Value, r.Mask))
+		}
+	}
+	if m.CtState.Mask != 0 {
+		add(openflow15.NewCTStateMatchField(&openflow15.CTStates{Data: m.CtState.Set & m.CtState.Mask, Mask: m.CtState.Mask}))
+	}
+	if m.EthSrc != nil {
+		if len(m.EthSrc) != 6 {
+			return nil, fmt.Errorf("dl_src %s is not a MAC address", m.EthSrc)
+		}
+		add(openflow15.NewEthSrcField(m.EthSrc, nil))
+	}
+	if m.EthDst != nil {
+		if len(m.EthDst) != 6 {
+			return nil, fmt.Errorf("dl_dst %s is not a MAC address", m.EthDst)
+		}
+		add(openflow15.NewEthDstField(m.EthDst, nil))
+	}
+	for _, p := range []struct {
+		name string
+		src  bool
+	}{{"nw_src", true}, {"nw_dst", false}} {
+		prefix := m.IPDst
+		if p.src {
+			prefix = m.IPSrc
+		}
+		if !prefix.IsValid() {
+			continue
+		}
+		if !prefix.Addr().Is4() {
+			return nil, fmt.Errorf("%s=%s: only IPv4 is supported", p.name, prefix)
+		}
+		if !isIP && !isARP {
+			return nil, fmt.Errorf("%s needs protocol ip, tcp, udp, sctp, icmp or arp", p.name)
+		}
+		addr := net.IP(prefix.Masked().Addr().AsSlice())
+		var mask *net.IP
+		if !prefix.IsSingleIP() {
+			m := net.IP(net.CIDRMask(prefix.Bits(), 32))
+			mask = &m
+		}
+		switch {
+		case isARP && p.src: // ovs-ofctl reads nw_src of arp as arp_spa
+			add(openflow15.NewNxARPSpaMatchField(addr, maskOrNil(mask)))
+		case isARP:
+			add(openflow15.NewNxARPTpaMatchField(addr, maskOrNil(mask)))
+		case p.src:
+			add(openflow15.NewIpv4SrcField(addr, mask))
+		default:
+			add(openflow15.NewIpv4DstField(addr, mask))
+		}
+	}
+	if m.ARPSpa.IsValid() {
+		if !isARP || !m.ARPSpa.Is4() {
+			return nil, errors.New("arp_spa needs protocol arp and an IPv4 address")
+		}
+		if m.IPSrc.IsValid() {
+			return nil, errors.New("arp_spa and nw_src both set: for arp they are the same field")
+		}
+		add(openflow15.NewArpSpaField(net.IP(m.ARPSpa.AsSlice())))
+	}
+	if m.ARPSha != nil {
+		if !isARP || len(m.ARPSha) != 6 {
+			return nil, errors.New("arp_sha needs protocol arp and a MAC address")
+		}
+		add(openflow15.NewArpShaField(m.ARPSha))
+	}
+	if m.TpDst != 0 {
+		var f *openflow15.MatchField
+		switch m.Protocol {
+		case ProtoTCP:
+			f = openflow15.NewTcpDstField(m.TpDst)
+		case ProtoUDP:
+			f = openflow15.NewUdpDstField(m.TpDst)
+		case ProtoSCTP:
+			f = openflow15.NewSctpDstField(m.TpDst)
+		default:
+			return nil, errors.New("tp_dst needs protocol tcp, udp or sctp")
+		}
+		if m.TpDstMask != 0 && m.TpDstMask != 0xffff {
+			mask := openflow15.NewPortField(m.TpDstMask)
+			f.HasMask = true
+			f.Mask = mask
+			f.Length += uint8(mask.Len())
+		}
+		add(f)
+	}
+	if m.ConjID != 0 {
+		add(openflow15.NewConjIDMatchField(m.ConjID))
+	}
+	return fields, nil
+}
+
+func maskOrNil(m *net.IP) net.IP {
+	if m == nil {
+		return nil
+	}
+	return *m
+}
+
+// instructions returns apply_actions (unless there are no actions besides
+// goto_table) followed by goto_table if the last action is one.
+func instructions(table Table, actions []Action) ([]openflow15.Instruction, error) {
+	var instrs []openflow15.Instruction
+	var gotoTable *GotoTable
+	if n := len(actions); n > 0 {
+		if g, ok := actions[n-1].(GotoTable); ok {
+			gotoTable = &g
+			actions = actions[:n-1]
+		}
+	}
+	if len(actions) > 0 {
+		apply := openflow15.NewInstrApplyActions()
+		for _, a := range actions {
+			ofa, err := action(a, false)
+			if err != nil {
+				return nil, err
+			}
+			if err := apply.AddAction(ofa, false); err != nil {
+				return nil, fmt.Errorf("%s: %w", a, err)
+			}
+		}
+		instrs = append(instrs, apply)
+	}
+	if gotoTable != nil {
+		if gotoTable.Table.ID <= table.ID || gotoTable.Table.ID > maxTableID {
+			return nil, fmt.Errorf("goto_table must go to a later table than %s (%d), not %d", table, table.ID, gotoTable.Table.ID)
+		}
+		instrs = append(instrs, openflow15.NewInstrGotoTable(gotoTable.Table.ID))
+	}
+	return instrs, nil
+}
+
+// action translates one action; inCT is true inside ct(exec(...)).
+func action(a Action, inCT bool) (openflow15.Action, error) {
+	switch a := a.(type) {
+	case Output:
+		if a.Port == 0 {
+			return nil, errors.New("output:0: port 0 does not exist")
+		}
+		return openflow15.NewActionOutput(a.Port), nil
+	case Normal:
+		return openflow15.NewActionOutput(openflow15.P_NORMAL), nil
+	case OutputReg:
+		if err := checkRegBits(a.Reg, a.Start, a.End); err != nil {
+			return nil, fmt.Errorf("%s: %w", a, err)
+		}
+		return openflow15.NewOutputFromField(openflow15.NewRegMatchField(int(a.Reg), 0, nil),
+			openflow15.NewNXRange(int(a.Start), int(a.End)).ToOfsBits()), nil
+	case LoadReg:
+		if err := checkRegBits(a.Reg, a.Start, a.End); err != nil {
+			return nil, fmt.Errorf("%s: %w", a, err)
+		}
+		if bits := a.End - a.Start + 1; bits < 32 && a.Value>>bits != 0 {
+			return nil, fmt.Errorf("%s: value does not fit in %d bits", a, bits)
+		}
+		// OpenFlow 1.5 has no NXAST_REG_LOAD: a load is a (masked) set_field,
+		// as ovs-ofctl encodes it.
+		mask := openflow15.NewNXRange(int(a.Start), int(a.End)).ToUint32Mask()
+		if mask == 0xffffffff {
+			mask = 0
+		}
+		field := openflow15.NewRegMatchFieldWithMask(int(a.Reg), a.Value<<a.Start, mask)
+		return openflow15.NewActionSetField(*field), nil
+	case Conjunction:
+		if a.NClauses < 2 || a.NClauses > 64 || a.Clause < 1 || a.Clause > a.NClauses {
+			return nil, fmt.Errorf("%s: want 1 <= clause <= n_clauses and 2 <= n_clauses <= 64", a)
+		}
+		// On the wire the clause is 0-based.
+		return openflow15.NewNXActionConjunction(a.Clause-1, a.NClauses, a.ID), nil
+	case SetCtMark:
+		if !inCT {
+			return nil, fmt.Errorf("%s: only valid inside ct(exec(...))", a)
+		}
+		return openflow15.NewActionSetField(*openflow15.NewCTMarkMatchField(a.Value, nil)), nil
+	case CT:
+		if inCT {
+			return nil, fmt.Errorf("%s: ct inside ct(exec(...))", a)
+		}
+		if len(a.Exec) > 0 && !a.Commit {
+			return nil, fmt.Errorf("%s: exec needs commit", a)
+		}
+		ct := openflow15.NewNXActionConnTrack().ZoneImm(a.Zone)
+		if a.Commit {
+			ct.Commit()
+		}
+		if a.Table != nil {
+			if a.Table.ID > maxTableID {
+				return nil, fmt.Errorf("%s: table %d is not a flow table", a, a.Table.ID)
+			}
+			ct.Table(a.Table.ID)
+		}
+		for _, e := range a.Exec {
+			if _, ok := e.(SetCtMark); !ok {
+				return nil, fmt.Errorf("%s: only set_field of ct_mark may run in exec", a)
+			}
+			ofa, err := action(e, true)
+			if err != nil {
+				return nil, err
+			}
+			ct.AddAction(ofa)
+		}
+		return ct, nil
+	case GotoTable:
+		return nil, fmt.Errorf("%s must be the last action", a)
+	case nil:
+		return nil, errors.New("nil action")
+	default:
+		return nil, fmt.Errorf("unsupported action %T", a)
+	}
+}
+
+func checkRegBits(reg, start, end uint8) error {
+	switch {
+	case reg > 15:
+		return fmt.Errorf("reg%d does not exist (reg0..reg15)", reg)
+	case start > end || end > 31:
+		return fmt.Errorf("bits %d..%d are not within 0..31", start, end)
+	}
+	return nil
+}

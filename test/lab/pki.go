@@ -1,0 +1,85 @@
+package lab
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// adminUser is the kubeconfig user; its token is in system:masters.
+const adminUser = "palisade-admin"
+
+// pki is the lab's credentials: service account signing keys, the admin
+// token, and where kube-apiserver writes its self-signed serving cert.
+type pki struct {
+	dir         string
+	SAKey       string // PKCS#1 private key (signs tokens; kcm's key)
+	SAPub       string // PKIX public key (verifies tokens)
+	TokenFile   string // kube-apiserver --token-auth-file
+	CertDir     string // kube-apiserver --cert-dir
+	ServingCert string // written by kube-apiserver: cert + its CA
+	AdminToken  string
+}
+
+func newPKI(dir string) (*pki, error) {
+	p := &pki{
+		dir:         dir,
+		SAKey:       filepath.Join(dir, "sa.key"),
+		SAPub:       filepath.Join(dir, "sa.pub"),
+		TokenFile:   filepath.Join(dir, "tokens.csv"),
+		CertDir:     filepath.Join(dir, "apiserver"),
+		ServingCert: filepath.Join(dir, "apiserver", "apiserver.crt"),
+	}
+	if err := os.MkdirAll(p.CertDir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generate service account key: %w", err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := writePEM(p.SAKey, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key), 0o600); err != nil {
+		return nil, err
+	}
+	if err := writePEM(p.SAPub, "PUBLIC KEY", pub, 0o644); err != nil {
+		return nil, err
+	}
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, err
+	}
+	p.AdminToken = hex.EncodeToString(tok)
+	// Format: token,user,uid,"group1,group2"
+	line := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", p.AdminToken, adminUser, adminUser)
+	if err := os.WriteFile(p.TokenFile, []byte(line), 0o600); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func writePEM(path, typ string, der []byte, mode os.FileMode) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+}
+
+// writeKubeconfig writes an admin kubeconfig for server, trusting the
+// apiserver's serving cert bundle.
+func writeKubeconfig(path, server string, caPEM []byte, token string) error {
+	const name = "palisade-lab"
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[adminUser] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: adminUser}
+	cfg.CurrentContext = name
+	return clientcmd.WriteToFile(*cfg, path)
+}
