@@ -11,7 +11,7 @@ GOTEST     := $(GO) test -count=1
 export PALISADE_K8S_BIN := $(K8S_BIN)
 export PALISADE_BIN_DIR := $(BIN)
 
-.PHONY: all bootstrap build test test-unit test-integration e2e lab lab-down demo bench lint clean
+.PHONY: all bootstrap build manifests test test-unit test-integration e2e lab lab-down demo bench lint clean
 
 all: build
 
@@ -24,6 +24,10 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+## manifests: render build/yamls/palisade.yml from build/yamls/base and conf
+manifests:
+	$(GO) run ./hack/gen-manifests
+
 ## lint: gofmt and go vet
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -31,9 +35,10 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags integration,e2e ./...
 
-## test-unit: pure-logic tests (no root, no OVS)
+## test-unit: pure-logic tests (no root, no OVS), including the Dockerfiles' check
 test-unit:
 	$(GOTEST) ./...
+	$(GO) -C build/images/check test -count=1 ./...
 
 ## test-integration: tests against a real OVS, real network namespaces (root)
 test-integration: bootstrap build

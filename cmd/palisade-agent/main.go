@@ -5,7 +5,7 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,19 +15,24 @@ import (
 	"k8s.io/klog/v2"
 
 	"palisade.dev/palisade/agent"
+	"palisade.dev/palisade/cmd/internal/flagfile"
 )
+
+func command(o *agent.Options) *flagfile.Command {
+	return flagfile.New("palisade-agent",
+		"The Palisade node agent: pod networking for the CNI plugin and the node's policy flows in Open vSwitch.",
+		o.AddFlags)
+}
 
 func main() {
 	o := agent.NewOptions()
-	fs := pflag.NewFlagSet("palisade-agent", pflag.ExitOnError)
-	o.AddFlags(fs)
-	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
-	klog.InitFlags(klogFlags)
-	fs.AddGoFlagSet(klogFlags)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: palisade-agent [flags]\n\nThe Palisade node agent.\n\n%s", fs.FlagUsages())
+	if err := command(o).Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "palisade-agent: %v\n", err)
+		os.Exit(2)
 	}
-	_ = fs.Parse(os.Args[1:])
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "palisade-agent: %v\n", err)
 		os.Exit(2)

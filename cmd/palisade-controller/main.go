@@ -4,7 +4,7 @@ package main
 
 import (
 	"context"
-	goflag "flag"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,17 +13,25 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
+	"palisade.dev/palisade/cmd/internal/flagfile"
 	"palisade.dev/palisade/controller"
 )
 
+func command(opts *controller.Options) *flagfile.Command {
+	return flagfile.New("palisade-controller",
+		"The Palisade controller: turns NetworkPolicies into groups and rules and serves each node its share.",
+		opts.AddFlags)
+}
+
 func main() {
 	opts := controller.NewOptions()
-	fs := pflag.NewFlagSet("palisade-controller", pflag.ExitOnError)
-	opts.AddFlags(fs)
-	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
-	klog.InitFlags(klogFlags)
-	fs.AddGoFlagSet(klogFlags)
-	_ = fs.Parse(os.Args[1:]) // ExitOnError: Parse exits on bad flags.
+	if err := command(opts).Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "palisade-controller: %v\n", err)
+		os.Exit(2)
+	}
 	if err := opts.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "palisade-controller: %v\n", err)
 		os.Exit(2)

@@ -1,0 +1,100 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"palisade.dev/palisade/test/lab"
+)
+
+// kubectl runs the lab's pinned kubectl against the lab and returns its
+// standard output; on failure the error carries its standard error.
+func kubectl(t *testing.T, ctx context.Context, l *lab.Lab, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, filepath.Join(lab.DefaultK8sBinDir(), "kubectl"), append([]string{"--kubeconfig", l.Kubeconfig()}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), err
+}
+
+// TestInstallManifest applies build/yamls/palisade.yml to a real apiserver:
+// everything with a strict server-side dry run, the objects that change
+// nothing on nodes (namespace, config, RBAC, service) for real, and then
+// checks that the RBAC grants what the components need and nothing of
+// what they do not.
+func TestInstallManifest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	manifest, err := os.ReadFile(filepath.Join("..", "..", "build", "yamls", "palisade.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := startLab(t, ctx, 1)
+
+	if out, err := kubectl(t, ctx, l, "", "create", "namespace", "palisade-system"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	out, err := kubectl(t, ctx, l, string(manifest), "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-")
+	if err != nil {
+		t.Fatalf("the apiserver rejected the manifest (server-side dry run): %v\n%s", err, out)
+	}
+	t.Logf("server-side dry run:\n%s", out)
+
+	// For real, except the workloads (the lab runs its own components).
+	var docs []string
+	for _, d := range strings.Split(string(manifest), "\n---\n") {
+		if strings.Contains(d, "\nkind: Deployment\n") || strings.Contains(d, "\nkind: DaemonSet\n") {
+			continue
+		}
+		docs = append(docs, d)
+	}
+	if out, err := kubectl(t, ctx, l, strings.Join(docs, "\n---\n"), "apply", "--server-side", "--validate=strict", "-f", "-"); err != nil {
+		t.Fatalf("applying the manifest's objects: %v\n%s", err, out)
+	}
+
+	canI := func(sa, verb, resource, ns string) bool {
+		args := []string{"auth", "can-i", verb, resource, "--as=system:serviceaccount:palisade-system:" + sa}
+		if ns != "" {
+			args = append(args, "-n", ns)
+		}
+		// can-i exits 1 for "no"; its answer is on standard output.
+		out, _ := kubectl(t, ctx, l, "", args...)
+		return out == "yes"
+	}
+	for _, c := range []struct {
+		sa, verb, resource, ns string
+		want                   bool
+	}{
+		{"palisade-controller", "watch", "pods", "", true},
+		{"palisade-controller", "list", "networkpolicies.networking.k8s.io", "", true},
+		{"palisade-controller", "create", "tokenreviews.authentication.k8s.io", "", true},
+		{"palisade-controller", "update", "configmaps", "palisade-system", true},
+		{"palisade-controller", "update", "leases.coordination.k8s.io", "palisade-system", true},
+		{"palisade-controller", "delete", "pods", "", false},
+		{"palisade-controller", "update", "configmaps", "default", false},
+		{"palisade-controller", "get", "secrets", "", false},
+		{"palisade-agent", "watch", "nodes", "", true},
+		{"palisade-agent", "list", "pods", "", false},
+		{"palisade-agent", "update", "nodes", "", false},
+		{"palisade-agent", "get", "secrets", "palisade-system", false},
+	} {
+		if got := canI(c.sa, c.verb, c.resource, c.ns); got != c.want {
+			t.Errorf("%s can %s %s (ns %q) = %v, want %v", c.sa, c.verb, c.resource, c.ns, got, c.want)
+		}
+	}
+}
