@@ -105,6 +105,8 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("installing the initial flows: %w", err)
 	}
 	logger.Info("Datapath ready", "flows", len(dp.Flows()))
+	// ovs-vswitchd keeps no flows across a restart: install them all again.
+	go ofClient.Watch(ctx, func(ctx context.Context) { restoreFlows(ctx, dp) })
 
 	go func() {
 		if err := npcontroller.Watch(ctx, o.ControllerURL, o.NodeName, cache); err != nil {
@@ -141,6 +143,25 @@ func syncPolicy(ctx context.Context, dp *datapath.Datapath, cache *npcontroller.
 				return
 			case <-time.After(b.Step()):
 			}
+		}
+	}
+}
+
+// restoreFlows re-installs the complete flow state after OVS lost it,
+// retrying until it succeeds or ctx ends.
+func restoreFlows(ctx context.Context, dp *datapath.Datapath) {
+	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 8, Cap: 5 * time.Second}
+	for {
+		err := dp.Resync(ctx)
+		if err == nil {
+			klog.FromContext(ctx).Info("Restored flows after reconnecting to OVS", "flows", len(dp.Flows()))
+			return
+		}
+		klog.FromContext(ctx).Error(err, "Restoring flows failed; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff.Step()):
 		}
 	}
 }

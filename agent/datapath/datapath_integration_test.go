@@ -209,6 +209,14 @@ func TestIntegrationDatapathRealOVS(t *testing.T) {
 	if err := dp.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// As the agent does: after ovs-vswitchd restarts, install everything again.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go ofc.Watch(watchCtx, func(ctx context.Context) {
+		for ctx.Err() == nil && dp.Resync(ctx) != nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	a := newTestPod(t, ctx, br, "a", netip.MustParseAddr("198.19.0.12"))
 	b := newTestPod(t, ctx, br, "b", netip.MustParseAddr("198.19.0.13"))
 	c := newTestPod(t, ctx, br, "c", netip.MustParseAddr("198.19.0.14"))
@@ -253,6 +261,15 @@ func TestIntegrationDatapathRealOVS(t *testing.T) {
 	}
 
 	t.Log("the bridge holds exactly the rendered flows")
+	compareWithRendered(t, ctx, inst, dp)
+
+	t.Log("OVS restarts (flows and conntrack state are lost): the datapath restores the same verdicts")
+	if err := inst.Restart(ctx); err != nil {
+		t.Fatalf("restarting OVS: %v", err)
+	}
+	expectReach(t, inst, a, b, true)
+	expectReach(t, inst, c, b, false)
+	expectReach(t, inst, a, c, false)
 	compareWithRendered(t, ctx, inst, dp)
 
 	t.Log("policies deleted: everything reachable again")

@@ -40,6 +40,9 @@ type Client struct {
 	conn     *conn      // nil until connected and after a connection failed
 	closed   bool
 	bundleID uint32
+	// gen counts successful dials, so Watch sees every new connection,
+	// including one Apply made.
+	gen uint64
 }
 
 // NewClient returns a client for the bridge whose management socket is
@@ -84,6 +87,7 @@ func (c *Client) connection(ctx context.Context) (*conn, error) {
 		if err == nil {
 			klog.FromContext(ctx).V(2).Info("Connected to OpenFlow switch", "socket", c.sock)
 			c.conn = cn
+			c.gen++
 			return cn, nil
 		}
 		lastErr = err
@@ -91,6 +95,35 @@ func (c *Client) connection(ctx context.Context) (*conn, error) {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("openflow: connect to %s: %w (last error: %v)", c.sock, ctx.Err(), lastErr)
 		case <-time.After(retryInterval):
+		}
+	}
+}
+
+// Watch keeps the connection to the bridge up until ctx ends. A new
+// connection after the first one means ovs-vswitchd may have restarted and
+// lost every flow, so Watch then calls onReconnect, which should install the
+// complete flow state again (in one bundle). Call Watch after Connect.
+func (c *Client) Watch(ctx context.Context, onReconnect func(context.Context)) {
+	c.mu.Lock()
+	seen := c.gen // the connection the caller installed its flows through
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		cn, err := c.connection(ctx)
+		gen := c.gen
+		c.mu.Unlock()
+		if err != nil {
+			return // ctx ended or the client was closed
+		}
+		if gen != seen {
+			klog.FromContext(ctx).Info("Reconnected to the OpenFlow switch; restoring flows", "socket", c.sock)
+			onReconnect(ctx)
+		}
+		seen = gen
+		select {
+		case <-ctx.Done():
+			return
+		case <-cn.done:
 		}
 	}
 }
