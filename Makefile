@@ -8,6 +8,8 @@ BIN        := $(CURDIR)/bin
 K8S_BIN    := $(shell hack/bootstrap.sh --print-bin)
 LAB_DIR    ?= /tmp/palisade-lab
 GOTEST     := $(GO) test -count=1
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -X palisade.dev/palisade/cmd/internal/version.Version=$(VERSION)
 export PALISADE_K8S_BIN := $(K8S_BIN)
 export PALISADE_BIN_DIR := $(BIN)
 
@@ -22,7 +24,7 @@ bootstrap:
 ## build: build every binary into ./bin
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## manifests: render build/yamls/palisade.yml from build/yamls/base and conf
 manifests:
@@ -44,9 +46,14 @@ test-unit:
 test-integration: bootstrap build
 	$(GOTEST) -tags integration -p 2 ./...
 
-## e2e: the lab end to end: real apiserver, controller, agents, OVS, packets (root)
+## e2e: the lab end to end: real apiserver, controller, agents, OVS, packets (root),
+##      ending with a summary table. One case: make e2e RUN=TestNetpol/DefaultDenyIngress
+##      (each /-separated part of RUN is matched exactly). PALISADE_E2E_NODES: lab nodes (3).
 e2e: bootstrap build
-	$(GOTEST) -tags e2e -v -timeout 20m ./test/e2e/...
+	@set -o pipefail; run='$(RUN)'; \
+	if [ -n "$$run" ]; then run=$$(sed -E 's#([^/]+)#^\1$$#g' <<<"$$run"); fi; \
+	PALISADE_E2E_NODES='$(PALISADE_E2E_NODES)' $(GOTEST) -tags e2e -json -timeout 25m -run "$$run" ./test/e2e/ \
+		| $(GO) run ./test/e2e/summary
 
 ## test: everything CI runs
 test: bootstrap lint test-unit test-integration e2e
