@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,21 +15,30 @@ import (
 	"palisade.dev/palisade/controller/apis/controlplane"
 )
 
-// Authorizer decides whether a request may watch a node's span.
-//
-// This is the seam for authentication: a later change verifies the agent's
-// ServiceAccount token (TokenReview) over TLS and checks that it belongs to
-// the node it asks for. Until then the server uses AllowAll.
+// Authorizer authenticates a request and decides whether it may watch a
+// node's span. It returns nil, an *AuthError (refused), or another error
+// (the decision could not be made).
 type Authorizer interface {
-	Authorize(r *http.Request, node string) error
+	Authorize(ctx context.Context, r *http.Request, node string) error
 }
 
-// AllowAll is an Authorizer that allows every request. It is a placeholder
-// until authentication is implemented; do not rely on it for security.
-type AllowAll struct{}
+// AuthorizerFunc is a function that is an Authorizer.
+type AuthorizerFunc func(ctx context.Context, r *http.Request, node string) error
 
-// Authorize allows the request.
-func (AllowAll) Authorize(*http.Request, string) error { return nil }
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(ctx context.Context, r *http.Request, node string) error {
+	return f(ctx, r, node)
+}
+
+// AuthError is a refused request: Status is http.StatusUnauthorized (no or
+// an invalid credential) or http.StatusForbidden (a valid credential that
+// may not watch the node).
+type AuthError struct {
+	Status int
+	Reason string
+}
+
+func (e *AuthError) Error() string { return e.Reason }
 
 // HealthzPath answers 200 "ok" while the server runs.
 const HealthzPath = "/healthz"
@@ -61,8 +71,18 @@ func (h *watchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `missing required query parameter "node" (the name of the agent's node)`, http.StatusBadRequest)
 		return
 	}
-	if err := h.auth.Authorize(r, node); err != nil {
-		http.Error(w, fmt.Sprintf("not allowed to watch node %q: %v", node, err), http.StatusForbidden)
+	if err := h.auth.Authorize(r.Context(), r, node); err != nil {
+		var authErr *AuthError
+		if !errors.As(err, &authErr) {
+			h.logger.Error(err, "Cannot authorize a watch", "node", node, "remote", r.RemoteAddr)
+			http.Error(w, fmt.Sprintf("cannot authorize the watch of node %q: %v", node, err), http.StatusServiceUnavailable)
+			return
+		}
+		if authErr.Status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="palisade-controller"`)
+		}
+		h.logger.V(2).Info("Refused a watch", "node", node, "remote", r.RemoteAddr, "status", authErr.Status, "reason", authErr.Reason)
+		http.Error(w, fmt.Sprintf("watch of node %q refused: %s", node, authErr.Reason), authErr.Status)
 		return
 	}
 	flusher, ok := w.(http.Flusher)
@@ -100,9 +120,14 @@ func (h *watchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Serve serves handler on ln until ctx is done. Open watches end when ctx is
-// done, since their requests' contexts derive from it.
-func Serve(ctx context.Context, ln net.Listener, handler http.Handler) error {
+// Serve serves handler on ln, over TLS with tlsConfig, until ctx is done.
+// Open watches end when ctx is done, since their requests' contexts derive
+// from it.
+func Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Config, handler http.Handler) error {
+	if tlsConfig == nil {
+		return errors.New("serving the agent-facing API: no TLS configuration")
+	}
+	ln = tls.NewListener(ln, tlsConfig)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,7 +1,11 @@
-// Package apiserver serves the controller's model to agents: a Store turns each
-// new model into per-node watch events (whole policies, group patches), and an
-// HTTP server streams them as newline-delimited JSON on
-// controlplane.WatchPath.
+// Package apiserver serves the controller's model to agents. The Store
+// receives every change of the model (it implements the NetworkPolicy
+// controller's Publisher), keeps each node's span up to date incrementally
+// and sends each node's watchers only the events of their span: whole
+// policies, groups restricted to the node's members for AppliedToGroups,
+// and member patches for group changes. An HTTP server streams the events
+// as newline-delimited JSON on controlplane.WatchPath, over TLS, to agents
+// that authenticated with their ServiceAccount token.
 package apiserver
 
 import (
@@ -13,7 +17,6 @@ import (
 	"sync"
 
 	"palisade.dev/palisade/controller/apis/controlplane"
-	"palisade.dev/palisade/controller/networkpolicy"
 )
 
 // DefaultBufferSize is how many events a watcher may have pending, beyond its
@@ -28,22 +31,55 @@ var (
 	ErrStopped = errors.New("watcher stopped")
 )
 
-// Store holds the latest model and, for every node that has watchers, the
-// node's state as last sent. Publishing a model sends each watcher the
-// difference for its node. Publish never blocks on a watcher.
+// Store holds the published model and every node's span:
+//
+//   - an AppliedToGroup is in the span of the nodes it has members on, and a
+//     node sees only its own members of it;
+//   - a policy is in the span of its AppliedToGroups' nodes;
+//   - an AddressGroup is in the span of the nodes of the policies using it.
+//
+// Spans are kept with reference counts, so the cost of a change is
+// proportional to the nodes and members it touches. No method blocks on a
+// watcher: a watcher that falls behind is dropped.
 type Store struct {
 	bufferSize int
 
-	mu    sync.Mutex
-	model *networkpolicy.Model
-	nodes map[string]*nodeWatchers
+	mu       sync.Mutex
+	synced   bool
+	policies map[string]*policyItem
+	atgs     map[string]*atgItem
+	ags      map[string]*agItem
+	nodes    map[string]*nodeItem
+	// pending are the events of the current change, by node; they are
+	// pushed to the watchers when the change is complete.
+	pending map[*nodeItem][]controlplane.Event
 }
 
-// nodeWatchers are the watchers of one node and the state they were sent.
-type nodeWatchers struct {
-	// sent is nil until a model is known; then the watchers get their
-	// initial state with the first model.
-	sent     *controlplane.NodeState
+type policyItem struct {
+	policy *controlplane.NetworkPolicy
+	ags    []string       // the distinct AddressGroups of policy's rules
+	nodes  map[string]int // node -> number of policy's AppliedToGroups with members there
+}
+
+type atgItem struct {
+	published bool
+	byNode    map[string]map[string]*controlplane.GroupMember // node -> pod key -> member
+	policies  map[string]struct{}
+}
+
+type agItem struct {
+	published bool
+	members   map[string]*controlplane.GroupMember
+	nodes     map[string]int // node -> number of policies in its span using the group
+	policies  map[string]struct{}
+	snapshot  *controlplane.AddressGroup // the whole group as sent; nil after a change
+}
+
+type nodeItem struct {
+	name     string
+	policies map[string]struct{}
+	atgs     map[string]struct{}
+	ags      map[string]struct{}
 	watchers map[*Watcher]struct{}
 }
 
@@ -53,68 +89,485 @@ func NewStore(bufferSize int) *Store {
 	if bufferSize < 1 {
 		bufferSize = 1
 	}
-	return &Store{bufferSize: bufferSize, nodes: map[string]*nodeWatchers{}}
+	return &Store{
+		bufferSize: bufferSize,
+		policies:   map[string]*policyItem{},
+		atgs:       map[string]*atgItem{},
+		ags:        map[string]*agItem{},
+		nodes:      map[string]*nodeItem{},
+		pending:    map[*nodeItem][]controlplane.Event{},
+	}
 }
 
-// Publish makes m the current model and sends every watcher the changes of
-// its node's span. It implements networkpolicy.Publisher.
-func (s *Store) Publish(m *networkpolicy.Model) {
+// SetSynced marks the model complete: watchers waiting for their initial
+// state get it now.
+func (s *Store) SetSynced() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.model = m
-	for node, nw := range s.nodes {
-		state := m.NodeState(node)
-		first := nw.sent == nil
-		events := Diff(nw.sent, state)
-		nw.sent = state
-		if first {
-			events = append(events, controlplane.Event{Type: controlplane.Bookmark})
-		}
-		if len(events) == 0 {
+	if s.synced {
+		return
+	}
+	s.synced = true
+	for _, n := range s.nodes {
+		if len(n.watchers) == 0 {
 			continue
 		}
-		for w := range nw.watchers {
-			if !w.push(events, first) {
-				delete(nw.watchers, w)
+		initial := s.initialEvents(n)
+		for w := range n.watchers {
+			w.push(initial, true)
+		}
+	}
+}
+
+// UpdatePolicy adds or replaces a policy.
+func (s *Store) UpdatePolicy(p *controlplane.NetworkPolicy) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.flush()
+	it, ok := s.policies[p.Name]
+	if !ok {
+		it = &policyItem{}
+		s.policies[p.Name] = it
+	}
+	old, oldAGs, oldNodes := it.policy, it.ags, it.nodes
+	if old != nil {
+		s.deregister(p.Name, old, oldAGs)
+	}
+	newAGs := addressGroupsOf(p)
+	newNodes := map[string]int{}
+	for _, g := range p.AppliedToGroups {
+		a := s.atg(g)
+		a.policies[p.Name] = struct{}{}
+		for node := range a.byNode {
+			newNodes[node]++
+		}
+	}
+	for _, g := range newAGs {
+		s.ag(g).policies[p.Name] = struct{}{}
+	}
+	it.policy, it.ags, it.nodes = p, newAGs, newNodes
+	changed := old == nil || !reflect.DeepEqual(old, p)
+
+	for node := range newNodes {
+		n := s.node(node)
+		if _, was := oldNodes[node]; !was {
+			s.policyEnter(n, it)
+			continue
+		}
+		for _, g := range newAGs {
+			if !slices.Contains(oldAGs, g) {
+				s.agRef(n, g)
+			}
+		}
+		if changed {
+			s.emit(n, func() controlplane.Event {
+				return controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindNetworkPolicy, Name: p.Name, NetworkPolicy: p}
+			})
+		}
+		for _, g := range oldAGs {
+			if !slices.Contains(newAGs, g) {
+				s.agUnref(n, g)
 			}
 		}
 	}
+	for node := range oldNodes {
+		if _, is := newNodes[node]; !is {
+			n := s.node(node)
+			s.policyLeave(n, p.Name, oldAGs)
+			s.collectNode(n)
+		}
+	}
+	if old != nil {
+		s.collectGroups(old.AppliedToGroups, oldAGs)
+	}
+}
+
+// DeletePolicy deletes a policy.
+func (s *Store) DeletePolicy(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.flush()
+	it, ok := s.policies[name]
+	if !ok {
+		return
+	}
+	for node := range it.nodes {
+		n := s.node(node)
+		s.policyLeave(n, name, it.ags)
+		s.collectNode(n)
+	}
+	s.deregister(name, it.policy, it.ags)
+	delete(s.policies, name)
+	s.collectGroups(it.policy.AppliedToGroups, it.ags)
+}
+
+// UpdateGroup changes the members of a group, creating it if needed.
+func (s *Store) UpdateGroup(kind controlplane.Kind, name string, added, removed []*controlplane.GroupMember) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.flush()
+	switch kind {
+	case controlplane.KindAppliedToGroup:
+		a := s.atg(name)
+		a.published = true
+		s.updateATG(name, a, added, removed)
+	case controlplane.KindAddressGroup:
+		a := s.ag(name)
+		a.published = true
+		s.updateAG(name, a, added, removed)
+	}
+}
+
+// DeleteGroup deletes a group. Policies still referring to it (there should
+// be none) see it without members.
+func (s *Store) DeleteGroup(kind controlplane.Kind, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.flush()
+	switch kind {
+	case controlplane.KindAppliedToGroup:
+		a, ok := s.atgs[name]
+		if !ok {
+			return
+		}
+		var all []*controlplane.GroupMember
+		for _, ms := range a.byNode {
+			for _, m := range ms {
+				all = append(all, m)
+			}
+		}
+		s.updateATG(name, a, nil, all)
+		a.published = false
+		s.collectGroups([]string{name}, nil)
+	case controlplane.KindAddressGroup:
+		a, ok := s.ags[name]
+		if !ok {
+			return
+		}
+		all := make([]*controlplane.GroupMember, 0, len(a.members))
+		for _, m := range a.members {
+			all = append(all, m)
+		}
+		s.updateAG(name, a, nil, all)
+		a.published = false
+		s.collectGroups(nil, []string{name})
+	}
+}
+
+// nodeChange is what one group change does to one node's members.
+type nodeChange struct {
+	before         int
+	added, removed []*controlplane.GroupMember
+}
+
+func (s *Store) updateATG(name string, a *atgItem, added, removed []*controlplane.GroupMember) {
+	changes := map[string]*nodeChange{}
+	change := func(node string) *nodeChange {
+		c, ok := changes[node]
+		if !ok {
+			c = &nodeChange{before: len(a.byNode[node])}
+			changes[node] = c
+		}
+		return c
+	}
+	for _, m := range removed {
+		if ms := a.byNode[m.Node]; ms[m.Key()] != nil {
+			c := change(m.Node)
+			delete(ms, m.Key())
+			c.removed = append(c.removed, m)
+		}
+	}
+	for _, m := range added {
+		c := change(m.Node)
+		ms, ok := a.byNode[m.Node]
+		if !ok {
+			ms = map[string]*controlplane.GroupMember{}
+			a.byNode[m.Node] = ms
+		}
+		ms[m.Key()] = m
+		c.added = append(c.added, m)
+	}
+	for node, c := range changes {
+		after := len(a.byNode[node])
+		if after == 0 {
+			delete(a.byNode, node)
+		}
+		n := s.node(node)
+		switch {
+		case c.before == 0 && after > 0:
+			// The node enters the group's span, and so the span of the
+			// policies applied to it.
+			n.atgs[name] = struct{}{}
+			s.emit(n, func() controlplane.Event {
+				return controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAppliedToGroup, Name: name,
+					AppliedToGroup: &controlplane.AppliedToGroup{Name: name, Members: sortedMembers(a.byNode[node])}}
+			})
+			for pname := range a.policies {
+				it := s.policies[pname]
+				it.nodes[node]++
+				if it.nodes[node] == 1 {
+					s.policyEnter(n, it)
+				}
+			}
+		case c.before > 0 && after == 0:
+			for pname := range a.policies {
+				it := s.policies[pname]
+				it.nodes[node]--
+				if it.nodes[node] == 0 {
+					delete(it.nodes, node)
+					s.policyLeave(n, pname, it.ags)
+				}
+			}
+			delete(n.atgs, name)
+			s.emit(n, func() controlplane.Event {
+				return controlplane.Event{Type: controlplane.Deleted, Kind: controlplane.KindAppliedToGroup, Name: name}
+			})
+			s.collectNode(n)
+		case after > 0:
+			s.emit(n, func() controlplane.Event {
+				return controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAppliedToGroup, Name: name,
+					Patch: newPatch(c.added, c.removed)}
+			})
+		}
+	}
+}
+
+func (s *Store) updateAG(name string, a *agItem, added, removed []*controlplane.GroupMember) {
+	var gone []*controlplane.GroupMember
+	for _, m := range removed {
+		if a.members[m.Key()] != nil {
+			delete(a.members, m.Key())
+			gone = append(gone, m)
+		}
+	}
+	for _, m := range added {
+		a.members[m.Key()] = m
+	}
+	if len(gone) == 0 && len(added) == 0 {
+		return
+	}
+	a.snapshot = nil
+	var ev *controlplane.Event // built once for all nodes
+	for node := range a.nodes {
+		s.emit(s.nodes[node], func() controlplane.Event {
+			if ev == nil {
+				ev = &controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAddressGroup, Name: name,
+					Patch: newPatch(added, gone)}
+			}
+			return *ev
+		})
+	}
+}
+
+// policyEnter puts a policy into n's span: its AddressGroups first.
+func (s *Store) policyEnter(n *nodeItem, it *policyItem) {
+	for _, g := range it.ags {
+		s.agRef(n, g)
+	}
+	n.policies[it.policy.Name] = struct{}{}
+	p := it.policy
+	s.emit(n, func() controlplane.Event {
+		return controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindNetworkPolicy, Name: p.Name, NetworkPolicy: p}
+	})
+}
+
+// policyLeave takes a policy out of n's span, then the AddressGroups only
+// it used there.
+func (s *Store) policyLeave(n *nodeItem, name string, ags []string) {
+	delete(n.policies, name)
+	s.emit(n, func() controlplane.Event {
+		return controlplane.Event{Type: controlplane.Deleted, Kind: controlplane.KindNetworkPolicy, Name: name}
+	})
+	for _, g := range ags {
+		s.agUnref(n, g)
+	}
+}
+
+func (s *Store) agRef(n *nodeItem, name string) {
+	a := s.ag(name)
+	a.nodes[n.name]++
+	if a.nodes[n.name] > 1 {
+		return
+	}
+	n.ags[name] = struct{}{}
+	s.emit(n, func() controlplane.Event {
+		return controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAddressGroup, Name: name, AddressGroup: s.agSnapshot(name, a)}
+	})
+}
+
+func (s *Store) agUnref(n *nodeItem, name string) {
+	a := s.ags[name]
+	a.nodes[n.name]--
+	if a.nodes[n.name] > 0 {
+		return
+	}
+	delete(a.nodes, n.name)
+	delete(n.ags, name)
+	s.emit(n, func() controlplane.Event {
+		return controlplane.Event{Type: controlplane.Deleted, Kind: controlplane.KindAddressGroup, Name: name}
+	})
+}
+
+// deregister removes a policy version's references from its groups.
+func (s *Store) deregister(name string, p *controlplane.NetworkPolicy, ags []string) {
+	for _, g := range p.AppliedToGroups {
+		delete(s.atgs[g].policies, name)
+	}
+	for _, g := range ags {
+		delete(s.ags[g].policies, name)
+	}
+}
+
+// collectGroups drops groups that are neither published nor used.
+func (s *Store) collectGroups(atgs, ags []string) {
+	for _, g := range atgs {
+		if a, ok := s.atgs[g]; ok && !a.published && len(a.policies) == 0 && len(a.byNode) == 0 {
+			delete(s.atgs, g)
+		}
+	}
+	for _, g := range ags {
+		if a, ok := s.ags[g]; ok && !a.published && len(a.policies) == 0 {
+			delete(s.ags, g)
+		}
+	}
+}
+
+func (s *Store) atg(name string) *atgItem {
+	a, ok := s.atgs[name]
+	if !ok {
+		a = &atgItem{byNode: map[string]map[string]*controlplane.GroupMember{}, policies: map[string]struct{}{}}
+		s.atgs[name] = a
+	}
+	return a
+}
+
+func (s *Store) ag(name string) *agItem {
+	a, ok := s.ags[name]
+	if !ok {
+		a = &agItem{members: map[string]*controlplane.GroupMember{}, nodes: map[string]int{}, policies: map[string]struct{}{}}
+		s.ags[name] = a
+	}
+	return a
+}
+
+func (s *Store) node(name string) *nodeItem {
+	n, ok := s.nodes[name]
+	if !ok {
+		n = &nodeItem{
+			name:     name,
+			policies: map[string]struct{}{},
+			atgs:     map[string]struct{}{},
+			ags:      map[string]struct{}{},
+			watchers: map[*Watcher]struct{}{},
+		}
+		s.nodes[name] = n
+	}
+	return n
+}
+
+// collectNode drops a node with an empty span and no watchers.
+func (s *Store) collectNode(n *nodeItem) {
+	if len(n.policies) == 0 && len(n.atgs) == 0 && len(n.ags) == 0 && len(n.watchers) == 0 && len(s.pending[n]) == 0 {
+		delete(s.nodes, n.name)
+	}
+}
+
+func (s *Store) agSnapshot(name string, a *agItem) *controlplane.AddressGroup {
+	if a.snapshot == nil {
+		a.snapshot = &controlplane.AddressGroup{Name: name, Members: sortedMembers(a.members)}
+	}
+	return a.snapshot
+}
+
+// emit queues the event made by ev for n's watchers; nothing is made for a
+// node nobody watches, or before the model is synced (watchers then get
+// their initial state at SetSynced).
+func (s *Store) emit(n *nodeItem, ev func() controlplane.Event) {
+	if !s.synced || len(n.watchers) == 0 {
+		return
+	}
+	s.pending[n] = append(s.pending[n], ev())
+}
+
+// flush pushes the pending events of the change to the watchers, dropping
+// the watchers that fell behind.
+func (s *Store) flush() {
+	for n, events := range s.pending {
+		for w := range n.watchers {
+			if !w.push(events, false) {
+				delete(n.watchers, w)
+			}
+		}
+		delete(s.pending, n)
+		s.collectNode(n)
+	}
+}
+
+// initialEvents are n's span as ADDED events, groups before the policies
+// that use them, then a BOOKMARK.
+func (s *Store) initialEvents(n *nodeItem) []controlplane.Event {
+	events := make([]controlplane.Event, 0, len(n.ags)+len(n.atgs)+len(n.policies)+1)
+	for _, name := range sortedKeys(n.ags) {
+		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAddressGroup, Name: name,
+			AddressGroup: s.agSnapshot(name, s.ags[name])})
+	}
+	for _, name := range sortedKeys(n.atgs) {
+		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAppliedToGroup, Name: name,
+			AppliedToGroup: &controlplane.AppliedToGroup{Name: name, Members: sortedMembers(s.atgs[name].byNode[n.name])}})
+	}
+	for _, name := range sortedKeys(n.policies) {
+		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindNetworkPolicy, Name: name,
+			NetworkPolicy: s.policies[name].policy})
+	}
+	return append(events, controlplane.Event{Type: controlplane.Bookmark})
+}
+
+// NodeState returns a copy of node's span as the store holds it.
+func (s *Store) NodeState(node string) *controlplane.NodeState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := controlplane.NewNodeState()
+	n, ok := s.nodes[node]
+	if !ok {
+		return st
+	}
+	for _, ev := range s.initialEvents(n) {
+		switch ev.Kind {
+		case controlplane.KindAddressGroup:
+			st.AddressGroups[ev.Name] = ev.AddressGroup.DeepCopy()
+		case controlplane.KindAppliedToGroup:
+			st.AppliedToGroups[ev.Name] = ev.AppliedToGroup.DeepCopy()
+		case controlplane.KindNetworkPolicy:
+			st.Policies[ev.Name] = ev.NetworkPolicy.DeepCopy()
+		}
+	}
+	return st
 }
 
 // Watch starts a watch of node's span. The watcher first gets an ADDED event
-// for every object in the span and a BOOKMARK (as soon as a model has been
-// published), then the changes. Call Stop when done.
+// for every object in the span and a BOOKMARK (as soon as the model is
+// synced), then the changes. Call Stop when done.
 func (s *Store) Watch(node string) *Watcher {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	nw, ok := s.nodes[node]
-	if !ok {
-		nw = &nodeWatchers{watchers: map[*Watcher]struct{}{}}
-		if s.model != nil {
-			nw.sent = s.model.NodeState(node)
-		}
-		s.nodes[node] = nw
-	}
+	n := s.node(node)
 	w := &Watcher{store: s, node: node, limit: s.bufferSize, ready: make(chan struct{}, 1)}
-	if nw.sent != nil {
-		initial := append(Diff(nil, nw.sent), controlplane.Event{Type: controlplane.Bookmark})
-		w.push(initial, true)
+	if s.synced {
+		w.push(s.initialEvents(n), true)
 	}
-	nw.watchers[w] = struct{}{}
+	n.watchers[w] = struct{}{}
 	return w
 }
 
 func (s *Store) remove(w *Watcher) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	nw, ok := s.nodes[w.node]
+	n, ok := s.nodes[w.node]
 	if !ok {
 		return
 	}
-	delete(nw.watchers, w)
-	if len(nw.watchers) == 0 {
-		delete(s.nodes, w.node)
-	}
+	delete(n.watchers, w)
+	s.collectNode(n)
 }
 
 // Watcher is one watch of a node's span. Its events wait in a bounded queue.
@@ -204,93 +657,46 @@ func (w *Watcher) Stop() {
 	w.store.remove(w)
 }
 
-// Diff returns the events that turn the state from into the state to (either
-// may be nil, meaning empty). Groups come before the policies that use them
-// and are deleted after the policies that used them: added and modified
-// groups, added and modified policies, deleted policies, deleted groups.
-func Diff(from, to *controlplane.NodeState) []controlplane.Event {
-	if from == nil {
-		from = controlplane.NewNodeState()
+// newPatch is the patch of a group change. Removed members carry only their
+// Pod: agents match members by pod, and a small patch is what makes a
+// change cheap to send.
+func newPatch(added, removed []*controlplane.GroupMember) *controlplane.GroupPatch {
+	p := &controlplane.GroupPatch{}
+	for _, m := range added {
+		p.Added = append(p.Added, *m)
 	}
-	if to == nil {
-		to = controlplane.NewNodeState()
-	}
-	var events []controlplane.Event
-	for _, name := range sortedKeys(to.AddressGroups) {
-		g := to.AddressGroups[name]
-		old, ok := from.AddressGroups[name]
-		if !ok {
-			events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAddressGroup, Name: name, AddressGroup: g})
-		} else if p := patch(name, old.Members, g.Members); p != nil {
-			events = append(events, controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAddressGroup, Name: name, Patch: p})
-		}
-	}
-	for _, name := range sortedKeys(to.AppliedToGroups) {
-		g := to.AppliedToGroups[name]
-		old, ok := from.AppliedToGroups[name]
-		if !ok {
-			events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAppliedToGroup, Name: name, AppliedToGroup: g})
-		} else if p := patch(name, old.Members, g.Members); p != nil {
-			events = append(events, controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAppliedToGroup, Name: name, Patch: p})
-		}
-	}
-	for _, name := range sortedKeys(to.Policies) {
-		np := to.Policies[name]
-		old, ok := from.Policies[name]
-		if !ok {
-			events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindNetworkPolicy, Name: name, NetworkPolicy: np})
-		} else if !reflect.DeepEqual(old, np) {
-			events = append(events, controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindNetworkPolicy, Name: name, NetworkPolicy: np})
-		}
-	}
-	events = appendDeleted(events, controlplane.KindNetworkPolicy, from.Policies, to.Policies)
-	events = appendDeleted(events, controlplane.KindAppliedToGroup, from.AppliedToGroups, to.AppliedToGroups)
-	events = appendDeleted(events, controlplane.KindAddressGroup, from.AddressGroups, to.AddressGroups)
-	return events
-}
-
-func appendDeleted[V any](events []controlplane.Event, kind controlplane.Kind, from, to map[string]V) []controlplane.Event {
-	for _, name := range sortedKeys(from) {
-		if _, ok := to[name]; !ok {
-			events = append(events, controlplane.Event{Type: controlplane.Deleted, Kind: kind, Name: name})
-		}
-	}
-	return events
-}
-
-// patch returns the members added and removed between old and new, or nil if
-// there is no change. A member whose IPs, node or ports changed is removed
-// (old version) and added (new version).
-func patch(name string, old, new []controlplane.GroupMember) *controlplane.GroupPatch {
-	oldByKey := make(map[string]controlplane.GroupMember, len(old))
-	for _, m := range old {
-		oldByKey[m.Key()] = m
-	}
-	p := &controlplane.GroupPatch{Name: name}
-	seen := make(map[string]bool, len(new))
-	for _, m := range new {
-		seen[m.Key()] = true
-		o, ok := oldByKey[m.Key()]
-		if ok && reflect.DeepEqual(o, m) {
-			continue
-		}
-		if ok {
-			p.Removed = append(p.Removed, o)
-		}
-		p.Added = append(p.Added, m)
-	}
-	for _, m := range old {
-		if !seen[m.Key()] {
-			p.Removed = append(p.Removed, m)
-		}
-	}
-	if len(p.Added) == 0 && len(p.Removed) == 0 {
-		return nil
+	for _, m := range removed {
+		p.Removed = append(p.Removed, controlplane.GroupMember{Pod: m.Pod})
 	}
 	byKey := func(a, b controlplane.GroupMember) int { return cmp.Compare(a.Key(), b.Key()) }
 	slices.SortFunc(p.Added, byKey)
 	slices.SortFunc(p.Removed, byKey)
 	return p
+}
+
+// addressGroupsOf returns the distinct AddressGroups of p's rules in order
+// of first use.
+func addressGroupsOf(p *controlplane.NetworkPolicy) []string {
+	var out []string
+	for _, r := range p.Rules {
+		for _, peer := range []controlplane.Peer{r.From, r.To} {
+			for _, g := range peer.AddressGroups {
+				if !slices.Contains(out, g) {
+					out = append(out, g)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func sortedMembers(ms map[string]*controlplane.GroupMember) []controlplane.GroupMember {
+	out := make([]controlplane.GroupMember, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, *m)
+	}
+	slices.SortFunc(out, func(a, b controlplane.GroupMember) int { return cmp.Compare(a.Key(), b.Key()) })
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,10 +14,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"k8s.io/klog/v2/ktesting"
 
 	cp "palisade.dev/palisade/controller/apis/controlplane"
-	"palisade.dev/palisade/controller/networkpolicy"
 )
 
 func member(name, node, ip string) cp.GroupMember {
@@ -33,16 +34,6 @@ func webPolicy() *cp.NetworkPolicy {
 	}
 }
 
-// model returns a model with the policy web, whose AppliedToGroup "web" and
-// AddressGroup "clients" have the given members.
-func model(web, clients []cp.GroupMember) *networkpolicy.Model {
-	return &networkpolicy.Model{
-		Policies:        map[string]*cp.NetworkPolicy{"uid-web": webPolicy()},
-		AppliedToGroups: map[string]*cp.AppliedToGroup{"web": {Name: "web", Members: web}},
-		AddressGroups:   map[string]*cp.AddressGroup{"clients": {Name: "clients", Members: clients}},
-	}
-}
-
 var (
 	web1    = member("web1", "node1", "198.18.0.1")
 	web2    = member("web2", "node2", "198.18.0.2")
@@ -50,81 +41,142 @@ var (
 	client2 = member("client2", "node3", "198.18.0.12")
 )
 
-func TestDiff(t *testing.T) {
-	state := func(np *cp.NetworkPolicy, web, clients []cp.GroupMember) *cp.NodeState {
-		s := cp.NewNodeState()
-		if np != nil {
-			s.Policies[np.Name] = np
-		}
-		if web != nil {
-			s.AppliedToGroups["web"] = &cp.AppliedToGroup{Name: "web", Members: web}
-		}
-		if clients != nil {
-			s.AddressGroups["clients"] = &cp.AddressGroup{Name: "clients", Members: clients}
-		}
-		return s
+func ptrs(ms ...cp.GroupMember) []*cp.GroupMember {
+	out := make([]*cp.GroupMember, len(ms))
+	for i := range ms {
+		out[i] = &ms[i]
 	}
-	moved := client1
-	moved.IPs = []string{"198.18.0.99"}
-	changed := webPolicy()
-	changed.Rules = nil
-	full := state(webPolicy(), []cp.GroupMember{web1}, []cp.GroupMember{client1})
+	return out
+}
 
-	tests := []struct {
-		name     string
-		from, to *cp.NodeState
-		want     []cp.Event
-	}{
-		{name: "nil to nil", want: nil},
-		{name: "equal states", from: full, to: state(webPolicy(), []cp.GroupMember{web1}, []cp.GroupMember{client1}), want: nil},
-		{
-			name: "everything added, groups first",
-			to:   full,
-			want: []cp.Event{
-				{Type: cp.Added, Kind: cp.KindAddressGroup, Name: "clients", AddressGroup: full.AddressGroups["clients"]},
-				{Type: cp.Added, Kind: cp.KindAppliedToGroup, Name: "web", AppliedToGroup: full.AppliedToGroups["web"]},
-				{Type: cp.Added, Kind: cp.KindNetworkPolicy, Name: "uid-web", NetworkPolicy: full.Policies["uid-web"]},
-			},
-		},
-		{
-			name: "everything deleted, policies first",
-			from: full,
-			want: []cp.Event{
-				{Type: cp.Deleted, Kind: cp.KindNetworkPolicy, Name: "uid-web"},
-				{Type: cp.Deleted, Kind: cp.KindAppliedToGroup, Name: "web"},
-				{Type: cp.Deleted, Kind: cp.KindAddressGroup, Name: "clients"},
-			},
-		},
-		{
-			name: "members added and removed are a patch",
-			from: full,
-			to:   state(webPolicy(), []cp.GroupMember{web1, web2}, []cp.GroupMember{client2}),
-			want: []cp.Event{
-				{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients", Patch: &cp.GroupPatch{Name: "clients", Added: []cp.GroupMember{client2}, Removed: []cp.GroupMember{client1}}},
-				{Type: cp.Modified, Kind: cp.KindAppliedToGroup, Name: "web", Patch: &cp.GroupPatch{Name: "web", Added: []cp.GroupMember{web2}}},
-			},
-		},
-		{
-			name: "a member whose IPs changed is removed and added",
-			from: full,
-			to:   state(webPolicy(), []cp.GroupMember{web1}, []cp.GroupMember{moved}),
-			want: []cp.Event{
-				{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients", Patch: &cp.GroupPatch{Name: "clients", Added: []cp.GroupMember{moved}, Removed: []cp.GroupMember{client1}}},
-			},
-		},
-		{
-			name: "a changed policy is sent whole",
-			from: full,
-			to:   state(changed, []cp.GroupMember{web1}, []cp.GroupMember{client1}),
-			want: []cp.Event{{Type: cp.Modified, Kind: cp.KindNetworkPolicy, Name: "uid-web", NetworkPolicy: changed}},
-		},
+// removed is a member as a patch removes it: only its pod.
+func removed(m cp.GroupMember) cp.GroupMember { return cp.GroupMember{Pod: m.Pod} }
+
+// newWebStore returns a synced store with the policy web, whose
+// AppliedToGroup "web" and AddressGroup "clients" have the given members.
+func newWebStore(bufferSize int, web, clients []cp.GroupMember) *Store {
+	s := NewStore(bufferSize)
+	s.UpdateGroup(cp.KindAppliedToGroup, "web", ptrs(web...), nil)
+	s.UpdateGroup(cp.KindAddressGroup, "clients", ptrs(clients...), nil)
+	s.UpdatePolicy(webPolicy())
+	s.SetSynced()
+	return s
+}
+
+func agAdded(name string, members ...cp.GroupMember) cp.Event {
+	return cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: name, AddressGroup: &cp.AddressGroup{Name: name, Members: orEmpty(members)}}
+}
+
+func atgAdded(name string, members ...cp.GroupMember) cp.Event {
+	return cp.Event{Type: cp.Added, Kind: cp.KindAppliedToGroup, Name: name, AppliedToGroup: &cp.AppliedToGroup{Name: name, Members: orEmpty(members)}}
+}
+
+func orEmpty(ms []cp.GroupMember) []cp.GroupMember {
+	if ms == nil {
+		return []cp.GroupMember{}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, Diff(tt.from, tt.to)); diff != "" {
-				t.Errorf("Diff mismatch (-want +got):\n%s", diff)
+	return ms
+}
+
+func policyEvent(t cp.EventType, p *cp.NetworkPolicy) cp.Event {
+	ev := cp.Event{Type: t, Kind: cp.KindNetworkPolicy, Name: p.Name}
+	if t != cp.Deleted {
+		ev.NetworkPolicy = p
+	}
+	return ev
+}
+
+func patchEvent(kind cp.Kind, name string, added, removed []cp.GroupMember) cp.Event {
+	return cp.Event{Type: cp.Modified, Kind: kind, Name: name, Patch: &cp.GroupPatch{Added: added, Removed: removed}}
+}
+
+func deleted(kind cp.Kind, name string) cp.Event {
+	return cp.Event{Type: cp.Deleted, Kind: kind, Name: name}
+}
+
+// TestSpan drives a store through changes and checks the exact events each
+// node's watcher gets, in order.
+func TestSpan(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	s := newWebStore(DefaultBufferSize, []cp.GroupMember{web1}, []cp.GroupMember{client1})
+	watch := func(node string) *Watcher {
+		w := s.Watch(node)
+		t.Cleanup(w.Stop)
+		return w
+	}
+	n1, n2, n3 := watch("node1"), watch("node2"), watch("node3")
+	next := func(w *Watcher, what string, want ...cp.Event) {
+		t.Helper()
+		var got []cp.Event
+		if len(want) > 0 {
+			var err error
+			if got, err = w.Next(ctx); err != nil {
+				t.Fatalf("%s: %v", what, err)
 			}
-		})
+		} else {
+			w.mu.Lock()
+			got = w.queue
+			w.mu.Unlock()
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", what, diff)
+		}
+	}
+	next(n1, "node1 initial", agAdded("clients", client1), atgAdded("web", web1), policyEvent(cp.Added, webPolicy()), cp.Event{Type: cp.Bookmark})
+	next(n2, "node2 initial", cp.Event{Type: cp.Bookmark})
+	next(n3, "node3 initial (its pods are peers only)", cp.Event{Type: cp.Bookmark})
+
+	// A web pod on node2: node2 gets the group (its own member only), the
+	// AddressGroup, then the policy; node1 nothing.
+	s.UpdateGroup(cp.KindAppliedToGroup, "web", ptrs(web2), nil)
+	next(n2, "node2 enters the span", atgAdded("web", web2), agAdded("clients", client1), policyEvent(cp.Added, webPolicy()))
+	next(n1, "node1 does not see node2's member")
+
+	// A new client: one patch to each node of the AddressGroup's span.
+	s.UpdateGroup(cp.KindAddressGroup, "clients", ptrs(client2), nil)
+	next(n1, "node1 patch", patchEvent(cp.KindAddressGroup, "clients", []cp.GroupMember{client2}, nil))
+	next(n2, "node2 patch", patchEvent(cp.KindAddressGroup, "clients", []cp.GroupMember{client2}, nil))
+	next(n3, "node3 is not in the span")
+
+	// web1 changes its IP: node1 gets a patch of its group.
+	moved := web1
+	moved.IPs = []string{"198.18.0.99"}
+	s.UpdateGroup(cp.KindAppliedToGroup, "web", ptrs(moved), ptrs(web1))
+	next(n1, "node1 member changed", patchEvent(cp.KindAppliedToGroup, "web", []cp.GroupMember{moved}, []cp.GroupMember{removed(web1)}))
+	next(n2, "node2 does not see node1's member")
+
+	// The policy gets a second AddressGroup: it comes before the policy.
+	s.UpdateGroup(cp.KindAddressGroup, "admins", nil, nil)
+	changed := webPolicy()
+	changed.Rules = append(changed.Rules, cp.Rule{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"admins"}}})
+	s.UpdatePolicy(changed)
+	next(n1, "node1 policy gains a group", agAdded("admins"), policyEvent(cp.Modified, changed))
+	next(n2, "node2 policy gains a group", agAdded("admins"), policyEvent(cp.Modified, changed))
+	// And loses the first one: it goes after the policy.
+	onlyAdmins := webPolicy()
+	onlyAdmins.Rules = []cp.Rule{{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"admins"}}}}
+	s.UpdatePolicy(onlyAdmins)
+	next(n1, "node1 policy loses a group", policyEvent(cp.Modified, onlyAdmins), deleted(cp.KindAddressGroup, "clients"))
+	next(n2, "node2 policy loses a group", policyEvent(cp.Modified, onlyAdmins), deleted(cp.KindAddressGroup, "clients"))
+	s.DeleteGroup(cp.KindAddressGroup, "clients")
+	next(n1, "deleting an unused group sends nothing")
+
+	// node2's last web pod goes: the policy leaves, then the groups.
+	s.UpdateGroup(cp.KindAppliedToGroup, "web", nil, ptrs(web2))
+	next(n2, "node2 leaves the span", policyEvent(cp.Deleted, onlyAdmins), deleted(cp.KindAddressGroup, "admins"), deleted(cp.KindAppliedToGroup, "web"))
+
+	// Deleting the policy empties node1's span.
+	s.DeletePolicy(onlyAdmins.Name)
+	next(n1, "node1 after the policy was deleted", policyEvent(cp.Deleted, onlyAdmins), deleted(cp.KindAddressGroup, "admins"))
+	for _, node := range []string{"node1", "node2", "node3"} {
+		got := s.NodeState(node)
+		want := cp.NewNodeState()
+		if node == "node1" {
+			want.AppliedToGroups["web"] = &cp.AppliedToGroup{Name: "web", Members: []cp.GroupMember{moved}}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("NodeState(%s) (-want +got):\n%s", node, diff)
+		}
 	}
 }
 
@@ -189,138 +241,168 @@ func (s *stream) expect(t *testing.T, what string, want ...cp.Event) {
 	}
 }
 
+var allowAll = AuthorizerFunc(func(context.Context, *http.Request, string) error { return nil })
+
 func newServer(t *testing.T, store *Store) *httptest.Server {
 	t.Helper()
 	_, ctx := ktesting.NewTestContext(t)
-	srv := httptest.NewServer(NewHandler(ctx, store, AllowAll{}))
+	srv := httptest.NewServer(NewHandler(ctx, store, allowAll))
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 func TestWatchOverHTTP(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
-	store := NewStore(DefaultBufferSize)
+	store := newWebStore(DefaultBufferSize, []cp.GroupMember{web1}, []cp.GroupMember{client1})
 	srv := newServer(t, store)
-	store.Publish(model([]cp.GroupMember{web1}, []cp.GroupMember{client1}))
 
 	node1 := startWatch(t, ctx, srv.URL, "node1")
 	node1.expect(t, "node1 initial state",
-		cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: "clients", AddressGroup: &cp.AddressGroup{Name: "clients", Members: []cp.GroupMember{client1}}},
-		cp.Event{Type: cp.Added, Kind: cp.KindAppliedToGroup, Name: "web", AppliedToGroup: &cp.AppliedToGroup{Name: "web", Members: []cp.GroupMember{web1}}},
-		cp.Event{Type: cp.Added, Kind: cp.KindNetworkPolicy, Name: "uid-web", NetworkPolicy: webPolicy()},
-		cp.Event{Type: cp.Bookmark},
-	)
+		agAdded("clients", client1), atgAdded("web", web1), policyEvent(cp.Added, webPolicy()), cp.Event{Type: cp.Bookmark})
 	node2 := startWatch(t, ctx, srv.URL, "node2")
 	node2.expect(t, "node2 initial state", cp.Event{Type: cp.Bookmark})
 
 	// A new client only changes node1's AddressGroup: node1 gets exactly
 	// one patch, node2 nothing.
-	store.Publish(model([]cp.GroupMember{web1}, []cp.GroupMember{client1, client2}))
-	node1.expect(t, "node1 after a client was added",
-		cp.Event{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients", Patch: &cp.GroupPatch{Name: "clients", Added: []cp.GroupMember{client2}}})
+	store.UpdateGroup(cp.KindAddressGroup, "clients", ptrs(client2), nil)
+	node1.expect(t, "node1 after a client was added", patchEvent(cp.KindAddressGroup, "clients", []cp.GroupMember{client2}, nil))
 
 	// A web pod on node2 brings the policy into node2's span. That these are
-	// node2's next events proves it got nothing for the previous model.
-	store.Publish(model([]cp.GroupMember{web1, web2}, []cp.GroupMember{client1, client2}))
+	// node2's next events proves it got nothing for the previous change.
+	store.UpdateGroup(cp.KindAppliedToGroup, "web", ptrs(web2), nil)
 	node2.expect(t, "node2 after a web pod arrived on it",
-		cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: "clients", AddressGroup: &cp.AddressGroup{Name: "clients", Members: []cp.GroupMember{client1, client2}}},
-		cp.Event{Type: cp.Added, Kind: cp.KindAppliedToGroup, Name: "web", AppliedToGroup: &cp.AppliedToGroup{Name: "web", Members: []cp.GroupMember{web2}}},
-		cp.Event{Type: cp.Added, Kind: cp.KindNetworkPolicy, Name: "uid-web", NetworkPolicy: webPolicy()},
-	)
+		atgAdded("web", web2), agAdded("clients", client1, client2), policyEvent(cp.Added, webPolicy()))
 	// node1's AppliedToGroup holds only node1's members: no event for node1.
 	// Removing client1 then shows node1's next event is that removal.
-	store.Publish(model([]cp.GroupMember{web1, web2}, []cp.GroupMember{client2}))
-	node1.expect(t, "node1 after a client was removed",
-		cp.Event{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients", Patch: &cp.GroupPatch{Name: "clients", Removed: []cp.GroupMember{client1}}})
-	node2.expect(t, "node2 after a client was removed",
-		cp.Event{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients", Patch: &cp.GroupPatch{Name: "clients", Removed: []cp.GroupMember{client1}}})
+	store.UpdateGroup(cp.KindAddressGroup, "clients", nil, ptrs(client1))
+	node1.expect(t, "node1 after a client was removed", patchEvent(cp.KindAddressGroup, "clients", nil, []cp.GroupMember{removed(client1)}))
+	node2.expect(t, "node2 after a client was removed", patchEvent(cp.KindAddressGroup, "clients", nil, []cp.GroupMember{removed(client1)}))
 }
 
-func TestWatchBeforeFirstModel(t *testing.T) {
+func TestWatchBeforeSynced(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	store := NewStore(DefaultBufferSize)
 	srv := newServer(t, store)
 	node1 := startWatch(t, ctx, srv.URL, "node1")
+	store.UpdateGroup(cp.KindAppliedToGroup, "web", ptrs(web1), nil)
+	store.UpdateGroup(cp.KindAddressGroup, "clients", nil, nil)
+	store.UpdatePolicy(webPolicy())
 	select {
 	case ev := <-node1.events:
-		t.Fatalf("got %+v before any model was published; a BOOKMARK now would tell the agent its span is empty", ev)
+		t.Fatalf("got %+v before the model was synced; a BOOKMARK now could tell the agent a partial span", ev)
 	case <-time.After(100 * time.Millisecond):
 	}
-	store.Publish(model([]cp.GroupMember{web1}, nil))
-	node1.expect(t, "node1 initial state after the first model",
-		cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: "clients", AddressGroup: &cp.AddressGroup{Name: "clients"}},
-		cp.Event{Type: cp.Added, Kind: cp.KindAppliedToGroup, Name: "web", AppliedToGroup: &cp.AppliedToGroup{Name: "web", Members: []cp.GroupMember{web1}}},
-		cp.Event{Type: cp.Added, Kind: cp.KindNetworkPolicy, Name: "uid-web", NetworkPolicy: webPolicy()},
-		cp.Event{Type: cp.Bookmark},
-	)
+	store.SetSynced()
+	node1.expect(t, "node1 initial state once synced",
+		agAdded("clients"), atgAdded("web", web1), policyEvent(cp.Added, webPolicy()), cp.Event{Type: cp.Bookmark})
 }
 
 func TestBlockedWatcherIsDropped(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	const buffer = 2
-	store := NewStore(buffer)
+	store := newWebStore(buffer, []cp.GroupMember{web1}, nil)
 	srv := newServer(t, store)
-	store.Publish(model([]cp.GroupMember{web1}, nil))
 
 	blocked := store.Watch("node1") // never read until the end
 	t.Cleanup(blocked.Stop)
 	reader := startWatch(t, ctx, srv.URL, "node1")
-	reader.expect(t, "initial state",
-		cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: "clients", AddressGroup: &cp.AddressGroup{Name: "clients"}},
-		cp.Event{Type: cp.Added, Kind: cp.KindAppliedToGroup, Name: "web", AppliedToGroup: &cp.AppliedToGroup{Name: "web", Members: []cp.GroupMember{web1}}},
-		cp.Event{Type: cp.Added, Kind: cp.KindNetworkPolicy, Name: "uid-web", NetworkPolicy: webPolicy()},
-		cp.Event{Type: cp.Bookmark},
-	)
+	reader.expect(t, "initial state", agAdded("clients"), atgAdded("web", web1), policyEvent(cp.Added, webPolicy()), cp.Event{Type: cp.Bookmark})
 
-	// Each model adds one client: one event per model. The blocked watcher
-	// overflows after buffer events; Publish must not wait for it.
-	var clients []cp.GroupMember
+	// Each change adds one client: one event per change. The blocked
+	// watcher overflows after buffer events; UpdateGroup must not wait for
+	// it.
 	for i := range buffer + 3 {
-		c := member("client"+string(rune('a'+i)), "node3", "198.18.0."+string(rune('0'+i)))
-		clients = append(clients, c)
+		c := member(fmt.Sprintf("client%d", i), "node3", fmt.Sprintf("198.18.0.%d", 20+i))
 		published := make(chan struct{})
 		go func() {
-			store.Publish(model([]cp.GroupMember{web1}, append([]cp.GroupMember(nil), clients...)))
+			store.UpdateGroup(cp.KindAddressGroup, "clients", ptrs(c), nil)
 			close(published)
 		}()
 		select {
 		case <-published:
 		case <-time.After(5 * time.Second):
-			t.Fatalf("Publish blocked on a watcher")
+			t.Fatalf("UpdateGroup blocked on a watcher")
 		}
-		reader.expect(t, "reader keeps receiving",
-			cp.Event{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients", Patch: &cp.GroupPatch{Name: "clients", Added: []cp.GroupMember{c}}})
+		reader.expect(t, "reader keeps receiving", patchEvent(cp.KindAddressGroup, "clients", []cp.GroupMember{c}, nil))
 	}
 	if _, err := blocked.Next(ctx); !errors.Is(err, ErrOverflow) {
 		t.Fatalf("blocked watcher: Next() error = %v, want ErrOverflow", err)
 	}
+	// A new watch of the dropped agent re-lists the current state.
+	relist := store.Watch("node1")
+	t.Cleanup(relist.Stop)
+	events, err := relist.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := events[0].AddressGroup; got == nil || len(got.Members) != buffer+3 {
+		t.Errorf("re-list: first event %+v, want the AddressGroup with %d members", events[0], buffer+3)
+	}
 }
 
 func TestWatchRequests(t *testing.T) {
-	srv := newServer(t, NewStore(DefaultBufferSize))
+	_, ctx := ktesting.NewTestContext(t)
+	// The authorizer admits "Bearer node1-token" for node1 only.
+	auth := AuthorizerFunc(func(_ context.Context, r *http.Request, node string) error {
+		switch h := r.Header.Get("Authorization"); {
+		case h == "":
+			return &AuthError{Status: http.StatusUnauthorized, Reason: "no bearer token"}
+		case h == "Bearer broken":
+			return errors.New("the apiserver is unreachable")
+		case h != "Bearer node1-token" || node != "node1":
+			return &AuthError{Status: http.StatusForbidden, Reason: "the token is bound to node1"}
+		}
+		return nil
+	})
+	srv := httptest.NewServer(NewHandler(ctx, newWebStore(DefaultBufferSize, nil, nil), auth))
+	t.Cleanup(srv.Close)
 	tests := []struct {
-		name, method, path string
-		wantStatus         int
-		wantBody           string
+		name, method, path, token string
+		wantStatus                int
+		wantBody                  string
+		wantChallenge             bool
 	}{
-		{"missing node", http.MethodGet, cp.WatchPath, http.StatusBadRequest, `missing required query parameter "node"`},
-		{"wrong method", http.MethodPost, cp.WatchPath + "?node=n", http.StatusMethodNotAllowed, "only GET"},
-		{"healthz", http.MethodGet, HealthzPath, http.StatusOK, "ok"},
+		{name: "missing node", method: http.MethodGet, path: cp.WatchPath, wantStatus: http.StatusBadRequest, wantBody: `missing required query parameter "node"`},
+		{name: "wrong method", method: http.MethodPost, path: cp.WatchPath + "?node=n", wantStatus: http.StatusMethodNotAllowed, wantBody: "only GET"},
+		{name: "healthz needs no token", method: http.MethodGet, path: HealthzPath, wantStatus: http.StatusOK, wantBody: "ok"},
+		{name: "no token", method: http.MethodGet, path: cp.WatchPath + "?node=node1", wantStatus: http.StatusUnauthorized,
+			wantBody: `watch of node "node1" refused: no bearer token`, wantChallenge: true},
+		{name: "another node's span", method: http.MethodGet, path: cp.WatchPath + "?node=node2", token: "node1-token",
+			wantStatus: http.StatusForbidden, wantBody: `watch of node "node2" refused: the token is bound to node1`},
+		{name: "authorization unavailable", method: http.MethodGet, path: cp.WatchPath + "?node=node1", token: "broken",
+			wantStatus: http.StatusServiceUnavailable, wantBody: "the apiserver is unreachable"},
+		{name: "own node", method: http.MethodGet, path: cp.WatchPath + "?node=node1", token: "node1-token",
+			wantStatus: http.StatusOK, wantBody: `{"type":"BOOKMARK"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, tt.method, srv.URL+tt.path, nil)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
+			var body []byte
+			if resp.StatusCode == http.StatusOK && tt.path != HealthzPath {
+				// A watch does not end: read its first line.
+				line, _ := bufio.NewReader(resp.Body).ReadBytes('\n')
+				body = line
+			} else {
+				body, _ = io.ReadAll(resp.Body)
+			}
 			if resp.StatusCode != tt.wantStatus || !strings.Contains(string(body), tt.wantBody) {
 				t.Errorf("got %d %q, want %d containing %q", resp.StatusCode, body, tt.wantStatus, tt.wantBody)
+			}
+			if got := resp.Header.Get("WWW-Authenticate") != ""; got != tt.wantChallenge {
+				t.Errorf("WWW-Authenticate present = %v, want %v", got, tt.wantChallenge)
 			}
 		})
 	}

@@ -2,30 +2,23 @@
 // internal model (controlplane policies, AppliedToGroups and AddressGroups)
 // and keeps that model current with a controller over shared informers.
 //
-// Compute is a pure function over plain API objects; the controller only
-// gathers its inputs from listers and publishes its result.
+// Compute is the reference: a pure full recomputation over plain API
+// objects. State maintains the same model incrementally (pods indexed by
+// label set, groups updated member by member) and hands every change to a
+// Publisher; the Controller feeds State from informers through workqueues.
+// Tests replay event sequences through State and compare it with Compute.
 package networkpolicy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"palisade.dev/palisade/controller/apis/controlplane"
 )
-
-// SourceTypeK8sNetworkPolicy is the NetworkPolicyReference.Type of policies
-// computed from networking/v1 NetworkPolicies.
-const SourceTypeK8sNetworkPolicy = "K8sNetworkPolicy"
 
 // Inputs are the API objects the model is computed from.
 type Inputs struct {
@@ -61,229 +54,22 @@ func Compute(in Inputs) *Model {
 			continue
 		}
 		key := np.Namespace + "/" + np.Name
-		p, err := m.addPolicy(np, idx)
+		c, err := convert(np)
 		if err != nil {
 			m.Errors[key] = fmt.Errorf("NetworkPolicy %s: %w", key, err)
 			continue
 		}
-		m.Policies[p.Name] = p
+		if name := c.appliedTo.name(); m.AppliedToGroups[name] == nil {
+			m.AppliedToGroups[name] = &controlplane.AppliedToGroup{Name: name, Members: idx.members(c.appliedTo)}
+		}
+		for _, g := range c.addressGroups {
+			if name := g.name(); m.AddressGroups[name] == nil {
+				m.AddressGroups[name] = &controlplane.AddressGroup{Name: name, Members: idx.members(g)}
+			}
+		}
+		m.Policies[c.policy.Name] = c.policy
 	}
 	return m
-}
-
-// groupSelector is the normalized selector of a group: pods in Namespace (when
-// NamespaceSelector is nil) or in every namespace matching NamespaceSelector,
-// that match PodSelector.
-type groupSelector struct {
-	Namespace         string
-	PodSelector       labels.Selector
-	NamespaceSelector labels.Selector
-}
-
-// canonicalSelector renders a selector with its requirements sorted, so that
-// equal selectors written differently get the same text.
-func canonicalSelector(s labels.Selector) string {
-	reqs, _ := s.Requirements()
-	parts := make([]string, len(reqs))
-	for i, r := range reqs {
-		parts[i] = r.String()
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, "&")
-}
-
-// key is the canonical text of the selector.
-func (g groupSelector) key() string {
-	scope := "namespace=" + g.Namespace
-	if g.NamespaceSelector != nil {
-		scope = "namespaceSelector=" + canonicalSelector(g.NamespaceSelector)
-	}
-	return scope + "|podSelector=" + canonicalSelector(g.PodSelector)
-}
-
-// name is the group's name: a short hash of its canonical selector.
-func (g groupSelector) name() string {
-	sum := sha256.Sum256([]byte(g.key()))
-	return hex.EncodeToString(sum[:8])
-}
-
-// addPolicy converts np, adding the groups it refers to to m.
-func (m *Model) addPolicy(np *networkingv1.NetworkPolicy, idx *memberIndex) (*controlplane.NetworkPolicy, error) {
-	podSel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
-	if err != nil {
-		return nil, fmt.Errorf("invalid podSelector: %w", err)
-	}
-	policyTypes := effectivePolicyTypes(np)
-	var rules []controlplane.Rule
-	// Convert all rules before adding any group, so an invalid policy leaves
-	// no trace in the model.
-	var addressGroups []groupSelector
-	for _, pt := range policyTypes {
-		switch pt {
-		case string(networkingv1.PolicyTypeIngress):
-			for i, r := range np.Spec.Ingress {
-				peer, groups, err := convertPeers(np.Namespace, r.From)
-				if err != nil {
-					return nil, fmt.Errorf("ingress rule %d: %w", i, err)
-				}
-				services, err := convertPorts(r.Ports)
-				if err != nil {
-					return nil, fmt.Errorf("ingress rule %d: %w", i, err)
-				}
-				rules = append(rules, controlplane.Rule{Direction: controlplane.DirectionIn, From: peer, Services: services})
-				addressGroups = append(addressGroups, groups...)
-			}
-		case string(networkingv1.PolicyTypeEgress):
-			for i, r := range np.Spec.Egress {
-				peer, groups, err := convertPeers(np.Namespace, r.To)
-				if err != nil {
-					return nil, fmt.Errorf("egress rule %d: %w", i, err)
-				}
-				services, err := convertPorts(r.Ports)
-				if err != nil {
-					return nil, fmt.Errorf("egress rule %d: %w", i, err)
-				}
-				rules = append(rules, controlplane.Rule{Direction: controlplane.DirectionOut, To: peer, Services: services})
-				addressGroups = append(addressGroups, groups...)
-			}
-		default:
-			return nil, fmt.Errorf("unknown policyType %q", pt)
-		}
-	}
-
-	applied := groupSelector{Namespace: np.Namespace, PodSelector: podSel}
-	atgName := applied.name()
-	if _, ok := m.AppliedToGroups[atgName]; !ok {
-		m.AppliedToGroups[atgName] = &controlplane.AppliedToGroup{Name: atgName, Members: idx.members(applied)}
-	}
-	for _, g := range addressGroups {
-		name := g.name()
-		if _, ok := m.AddressGroups[name]; !ok {
-			m.AddressGroups[name] = &controlplane.AddressGroup{Name: name, Members: idx.members(g)}
-		}
-	}
-
-	name := string(np.UID)
-	if name == "" {
-		name = np.Namespace + "/" + np.Name
-	}
-	return &controlplane.NetworkPolicy{
-		Name: name,
-		SourceRef: controlplane.NetworkPolicyReference{
-			Type:      SourceTypeK8sNetworkPolicy,
-			Namespace: np.Namespace,
-			Name:      np.Name,
-			UID:       string(np.UID),
-		},
-		Rules:           rules,
-		AppliedToGroups: []string{atgName},
-		PolicyTypes:     policyTypes,
-	}, nil
-}
-
-// effectivePolicyTypes returns the stored policyTypes, or when none are
-// stored, what the apiserver would have defaulted: Ingress always, Egress if
-// the policy has egress rules.
-func effectivePolicyTypes(np *networkingv1.NetworkPolicy) []string {
-	if len(np.Spec.PolicyTypes) > 0 {
-		out := make([]string, len(np.Spec.PolicyTypes))
-		for i, pt := range np.Spec.PolicyTypes {
-			out[i] = string(pt)
-		}
-		return out
-	}
-	out := []string{string(networkingv1.PolicyTypeIngress)}
-	if len(np.Spec.Egress) > 0 {
-		out = append(out, string(networkingv1.PolicyTypeEgress))
-	}
-	return out
-}
-
-// convertPeers converts the peers of one rule. No peers means all addresses
-// (an empty Peer). It returns the selectors of the address groups used.
-func convertPeers(namespace string, peers []networkingv1.NetworkPolicyPeer) (controlplane.Peer, []groupSelector, error) {
-	var out controlplane.Peer
-	var groups []groupSelector
-	seen := map[string]bool{}
-	for i, p := range peers {
-		if p.IPBlock != nil {
-			if p.PodSelector != nil || p.NamespaceSelector != nil {
-				return out, nil, fmt.Errorf("peer %d: ipBlock cannot be combined with a selector", i)
-			}
-			out.IPBlocks = append(out.IPBlocks, controlplane.IPBlock{
-				CIDR:   p.IPBlock.CIDR,
-				Except: append([]string(nil), p.IPBlock.Except...),
-			})
-			continue
-		}
-		if p.PodSelector == nil && p.NamespaceSelector == nil {
-			return out, nil, fmt.Errorf("peer %d: one of podSelector, namespaceSelector or ipBlock is required", i)
-		}
-		g := groupSelector{Namespace: namespace, PodSelector: labels.Everything()}
-		if p.PodSelector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(p.PodSelector)
-			if err != nil {
-				return out, nil, fmt.Errorf("peer %d: invalid podSelector: %w", i, err)
-			}
-			g.PodSelector = sel
-		}
-		if p.NamespaceSelector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(p.NamespaceSelector)
-			if err != nil {
-				return out, nil, fmt.Errorf("peer %d: invalid namespaceSelector: %w", i, err)
-			}
-			g.Namespace = ""
-			g.NamespaceSelector = sel
-		}
-		name := g.name()
-		if seen[name] {
-			continue
-		}
-		seen[name] = true
-		out.AddressGroups = append(out.AddressGroups, name)
-		groups = append(groups, g)
-	}
-	return out, groups, nil
-}
-
-// convertPorts converts the ports of one rule. No ports means all services.
-func convertPorts(ports []networkingv1.NetworkPolicyPort) ([]controlplane.Service, error) {
-	var out []controlplane.Service
-	for i, p := range ports {
-		s := controlplane.Service{Protocol: controlplane.ProtocolTCP}
-		if p.Protocol != nil {
-			switch *p.Protocol {
-			case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
-				s.Protocol = controlplane.Protocol(*p.Protocol)
-			default:
-				return nil, fmt.Errorf("port %d: unsupported protocol %q", i, *p.Protocol)
-			}
-		}
-		if p.Port != nil {
-			if p.Port.Type == intstr.Int {
-				if p.Port.IntVal < 1 || p.Port.IntVal > 65535 {
-					return nil, fmt.Errorf("port %d: port %d out of range 1-65535", i, p.Port.IntVal)
-				}
-				s.Port = strconv.Itoa(int(p.Port.IntVal))
-			} else {
-				if p.Port.StrVal == "" {
-					return nil, fmt.Errorf("port %d: empty named port", i)
-				}
-				s.Port = p.Port.StrVal
-			}
-		}
-		if p.EndPort != nil {
-			if p.Port == nil || p.Port.Type != intstr.Int {
-				return nil, fmt.Errorf("port %d: endPort requires a numeric port", i)
-			}
-			if *p.EndPort < p.Port.IntVal || *p.EndPort > 65535 {
-				return nil, fmt.Errorf("port %d: endPort %d must be between port %d and 65535", i, *p.EndPort, p.Port.IntVal)
-			}
-			s.EndPort = *p.EndPort
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 // memberIndex holds the pods that can be group members, with their
@@ -305,39 +91,12 @@ func newMemberIndex(pods []*corev1.Pod, namespaces []*corev1.Namespace) *memberI
 			idx.pods = append(idx.pods, p)
 		}
 	}
+	// Members are sorted by their Key, "namespace/name", as everywhere.
 	sort.Slice(idx.pods, func(i, j int) bool {
 		a, b := idx.pods[i], idx.pods[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		return a.Name < b.Name
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
 	})
 	return idx
-}
-
-// isMember says whether a pod can be a group member: it has an IP and a node,
-// uses the pod network and has not terminated.
-func isMember(p *corev1.Pod) bool {
-	if p == nil || p.Spec.HostNetwork || p.Spec.NodeName == "" {
-		return false
-	}
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	return len(podIPs(p)) > 0
-}
-
-func podIPs(p *corev1.Pod) []string {
-	var ips []string
-	for _, ip := range p.Status.PodIPs {
-		if ip.IP != "" {
-			ips = append(ips, ip.IP)
-		}
-	}
-	if len(ips) == 0 && p.Status.PodIP != "" {
-		ips = []string{p.Status.PodIP}
-	}
-	return ips
 }
 
 // members returns the members selected by g, sorted by pod.
@@ -357,27 +116,6 @@ func (idx *memberIndex) members(g groupSelector) []controlplane.GroupMember {
 		out = append(out, memberOf(p))
 	}
 	return out
-}
-
-func memberOf(p *corev1.Pod) controlplane.GroupMember {
-	m := controlplane.GroupMember{
-		Pod:  controlplane.PodReference{Namespace: p.Namespace, Name: p.Name},
-		IPs:  podIPs(p),
-		Node: p.Spec.NodeName,
-	}
-	for _, c := range p.Spec.Containers {
-		for _, port := range c.Ports {
-			if port.Name == "" {
-				continue
-			}
-			proto := controlplane.ProtocolTCP
-			if port.Protocol != "" {
-				proto = controlplane.Protocol(port.Protocol)
-			}
-			m.Ports = append(m.Ports, controlplane.NamedPort{Name: port.Name, Port: port.ContainerPort, Protocol: proto})
-		}
-	}
-	return m
 }
 
 // NodeState returns node's span of the model: the policies whose

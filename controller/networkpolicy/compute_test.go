@@ -470,3 +470,180 @@ func TestNodeState(t *testing.T) {
 		})
 	}
 }
+
+// TestSelectorOperators checks every matchExpressions operator, alone and
+// ANDed with matchLabels, on pods and namespaces.
+func TestSelectorOperators(t *testing.T) {
+	pods := []*corev1.Pod{
+		pod("a", "web-prod", "node1", "198.18.0.1", map[string]string{"app": "web", "env": "prod"}),
+		pod("a", "web-dev", "node1", "198.18.0.2", map[string]string{"app": "web", "env": "dev"}),
+		pod("a", "db", "node1", "198.18.0.3", map[string]string{"app": "db"}),
+		pod("a", "bare", "node1", "198.18.0.4", nil),
+		pod("b", "web-b", "node1", "198.18.0.5", map[string]string{"app": "web"}),
+	}
+	namespaces := []*corev1.Namespace{namespace("a", map[string]string{"team": "x"}), namespace("b", nil)}
+	req := func(key string, op metav1.LabelSelectorOperator, values ...string) metav1.LabelSelectorRequirement {
+		return metav1.LabelSelectorRequirement{Key: key, Operator: op, Values: values}
+	}
+	tests := []struct {
+		name     string
+		pods, ns *metav1.LabelSelector
+		want     []string
+	}{
+		{"In", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req("env", metav1.LabelSelectorOpIn, "prod", "dev")}}, nil,
+			[]string{"a/web-dev", "a/web-prod"}},
+		{"NotIn also selects pods without the key", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req("env", metav1.LabelSelectorOpNotIn, "prod")}}, nil,
+			[]string{"a/bare", "a/db", "a/web-dev"}},
+		{"Exists", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req("env", metav1.LabelSelectorOpExists)}}, nil,
+			[]string{"a/web-dev", "a/web-prod"}},
+		{"DoesNotExist", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req("app", metav1.LabelSelectorOpDoesNotExist)}}, nil,
+			[]string{"a/bare"}},
+		{"matchLabels AND matchExpressions", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"},
+			MatchExpressions: []metav1.LabelSelectorRequirement{req("env", metav1.LabelSelectorOpNotIn, "prod")}}, nil,
+			[]string{"a/web-dev"}},
+		{"namespace DoesNotExist selects unlabeled namespaces", sel("app", "web"),
+			&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req("team", metav1.LabelSelectorOpDoesNotExist)}},
+			[]string{"b/web-b"}},
+		{"namespace In", sel("app", "web"),
+			&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{req("team", metav1.LabelSelectorOpIn, "x")}},
+			[]string{"a/web-dev", "a/web-prod"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			np := policy("a", "p", sel(), func(s *networkingv1.NetworkPolicySpec) {
+				s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: tt.pods, NamespaceSelector: tt.ns}}}}
+			})
+			m := Compute(Inputs{Pods: pods, Namespaces: namespaces, NetworkPolicies: []*networkingv1.NetworkPolicy{np}})
+			if len(m.Errors) > 0 {
+				t.Fatalf("errors: %v", m.Errors)
+			}
+			g := m.AddressGroups[groupName(t, "a", tt.pods, tt.ns)]
+			var got []string
+			for _, mem := range g.Members {
+				got = append(got, mem.Key())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("members (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPolicySemantics covers egress isolation, allow-all and the union of
+// several policies on one pod, as each node sees them.
+func TestPolicySemantics(t *testing.T) {
+	web := pod("a", "web", "node1", "198.18.0.1", map[string]string{"app": "web"})
+	db := pod("a", "db", "node2", "198.18.0.2", map[string]string{"app": "db"})
+	webG := groupName(t, "a", sel("app", "web"), nil)
+	allG := groupName(t, "a", sel(), nil)
+	dbG := groupName(t, "a", sel("app", "db"), nil)
+	webM, dbM := member("a", "web", "node1", "198.18.0.1"), member("a", "db", "node2", "198.18.0.2")
+	ref := func(name string) cp.NetworkPolicyReference {
+		return cp.NetworkPolicyReference{Type: SourceTypeK8sNetworkPolicy, Namespace: "a", Name: name, UID: "uid-" + name}
+	}
+	tests := []struct {
+		name     string
+		policies []*networkingv1.NetworkPolicy
+		node1    *cp.NodeState
+	}{
+		{
+			name: "egress default deny: policyTypes Egress without rules",
+			policies: []*networkingv1.NetworkPolicy{policy("a", "deny", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+				s.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+			})},
+			node1: &cp.NodeState{
+				Policies: map[string]*cp.NetworkPolicy{"uid-deny": {Name: "uid-deny", SourceRef: ref("deny"),
+					AppliedToGroups: []string{webG}, PolicyTypes: []string{"Egress"}}},
+				AppliedToGroups: map[string]*cp.AppliedToGroup{webG: {Name: webG, Members: []cp.GroupMember{webM}}},
+				AddressGroups:   map[string]*cp.AddressGroup{},
+			},
+		},
+		{
+			name: "egress allow-all: one empty egress rule",
+			policies: []*networkingv1.NetworkPolicy{policy("a", "all", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+				s.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+				s.Egress = []networkingv1.NetworkPolicyEgressRule{{}}
+			})},
+			node1: &cp.NodeState{
+				Policies: map[string]*cp.NetworkPolicy{"uid-all": {Name: "uid-all", SourceRef: ref("all"),
+					Rules: []cp.Rule{{Direction: cp.DirectionOut}}, AppliedToGroups: []string{webG}, PolicyTypes: []string{"Ingress", "Egress"}}},
+				AppliedToGroups: map[string]*cp.AppliedToGroup{webG: {Name: webG, Members: []cp.GroupMember{webM}}},
+				AddressGroups:   map[string]*cp.AddressGroup{},
+			},
+		},
+		{
+			name: "two policies on one pod: the node gets both (their union is enforced)",
+			policies: []*networkingv1.NetworkPolicy{
+				policy("a", "deny-all", sel(), nil),
+				policy("a", "web-from-db", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+					s.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "db")}}}}
+				}),
+			},
+			node1: &cp.NodeState{
+				Policies: map[string]*cp.NetworkPolicy{
+					"uid-deny-all": {Name: "uid-deny-all", SourceRef: ref("deny-all"), AppliedToGroups: []string{allG}, PolicyTypes: []string{"Ingress"}},
+					"uid-web-from-db": {Name: "uid-web-from-db", SourceRef: ref("web-from-db"), AppliedToGroups: []string{webG}, PolicyTypes: []string{"Ingress"},
+						Rules: []cp.Rule{{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{dbG}}}}},
+				},
+				AppliedToGroups: map[string]*cp.AppliedToGroup{
+					allG: {Name: allG, Members: []cp.GroupMember{webM}},
+					webG: {Name: webG, Members: []cp.GroupMember{webM}},
+				},
+				AddressGroups: map[string]*cp.AddressGroup{dbG: {Name: dbG, Members: []cp.GroupMember{dbM}}},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := Compute(Inputs{Pods: []*corev1.Pod{web, db}, NetworkPolicies: tt.policies})
+			if len(m.Errors) > 0 {
+				t.Fatalf("errors: %v", m.Errors)
+			}
+			if diff := cmp.Diff(tt.node1, m.NodeState("node1")); diff != "" {
+				t.Errorf("NodeState(node1) (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestInvalidPolicies checks that every invalid spec is refused with an
+// error naming the problem, and leaves nothing in the model.
+func TestInvalidPolicies(t *testing.T) {
+	ingress := func(r networkingv1.NetworkPolicyIngressRule) func(*networkingv1.NetworkPolicySpec) {
+		return func(s *networkingv1.NetworkPolicySpec) { s.Ingress = []networkingv1.NetworkPolicyIngressRule{r} }
+	}
+	port := func(p networkingv1.NetworkPolicyPort) func(*networkingv1.NetworkPolicySpec) {
+		return ingress(networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{p}})
+	}
+	peer := func(p networkingv1.NetworkPolicyPeer) func(*networkingv1.NetworkPolicySpec) {
+		return ingress(networkingv1.NetworkPolicyIngressRule{From: []networkingv1.NetworkPolicyPeer{p}})
+	}
+	tests := []struct {
+		name    string
+		spec    func(*networkingv1.NetworkPolicySpec)
+		wantErr string
+	}{
+		{"port 0", port(networkingv1.NetworkPolicyPort{Port: ptr(intstr.FromInt32(0))}), "port 0 out of range"},
+		{"unknown protocol", port(networkingv1.NetworkPolicyPort{Protocol: ptr(corev1.Protocol("ICMP"))}), `unsupported protocol "ICMP"`},
+		{"endPort below port", port(networkingv1.NetworkPolicyPort{Port: ptr(intstr.FromInt32(90)), EndPort: ptr[int32](80)}), "endPort 80 must be between port 90 and 65535"},
+		{"empty named port", port(networkingv1.NetworkPolicyPort{Port: ptr(intstr.FromString(""))}), "empty named port"},
+		{"empty peer", peer(networkingv1.NetworkPolicyPeer{}), "one of podSelector, namespaceSelector or ipBlock is required"},
+		{"ipBlock with a selector", peer(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "198.18.0.0/16"}, PodSelector: sel()}), "ipBlock cannot be combined"},
+		{"bad cidr", peer(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "198.18.0.0/33"}}), `invalid cidr "198.18.0.0/33"`},
+		{"except outside the cidr", peer(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "198.18.0.0/24", Except: []string{"198.19.0.0/25"}}}), `except "198.19.0.0/25" is not within`},
+		{"except wider than the cidr", peer(networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "198.18.0.0/24", Except: []string{"198.18.0.0/16"}}}), `except "198.18.0.0/16" is not within`},
+		{"unknown policyType", func(s *networkingv1.NetworkPolicySpec) { s.PolicyTypes = []networkingv1.PolicyType{"Sideways"} }, `unknown policyType "Sideways"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := Compute(Inputs{NetworkPolicies: []*networkingv1.NetworkPolicy{policy("a", "bad", sel(), tt.spec)}})
+			err := m.Errors["a/bad"]
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+			}
+			if len(m.Policies)+len(m.AppliedToGroups)+len(m.AddressGroups) != 0 {
+				t.Errorf("an invalid policy left objects in the model: %+v", m)
+			}
+		})
+	}
+}

@@ -5,42 +5,36 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	networkinginformers "k8s.io/client-go/informers/networking/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 )
 
-// Publisher receives every newly computed model. The controller's watch store
-// implements it.
-type Publisher interface {
-	Publish(m *Model)
-}
-
-// syncKey is the only queue item: every change triggers one full recompute.
-// When groups become incremental, the queue will carry object keys instead;
-// Publisher and Model stay.
-const syncKey = "model"
-
-// Controller recomputes the model whenever a Pod, Namespace or NetworkPolicy
-// changes and publishes it.
+// Controller keeps a State current from informers. Pod and Namespace event
+// handlers update State's index at once and enqueue the names of the groups
+// they affected; NetworkPolicy handlers enqueue the policy's key. One
+// worker per queue syncs the keys, reading only current state, so that a
+// key enqueued many times is synced once.
 type Controller struct {
-	pods       corelisters.PodLister
-	namespaces corelisters.NamespaceLister
-	policies   networkinglisters.NetworkPolicyLister
-	synced     []cache.InformerSynced
-	queue      workqueue.TypedRateLimitingInterface[string]
-	publisher  Publisher
+	state       *State
+	publisher   Publisher
+	policies    networkinglisters.NetworkPolicyLister
+	synced      []cache.InformerSynced
+	policyQueue workqueue.TypedRateLimitingInterface[string]
+	groupQueue  workqueue.TypedRateLimitingInterface[string]
 }
 
-// NewController returns a controller over the given informers. It registers
-// event handlers, so call it before the informer factory is started.
+// NewController returns a controller over the given informers that
+// publishes to publisher. It registers event handlers, so call it before
+// the informer factory is started.
 func NewController(
 	podInformer coreinformers.PodInformer,
 	namespaceInformer coreinformers.NamespaceInformer,
@@ -48,26 +42,40 @@ func NewController(
 	publisher Publisher,
 ) (*Controller, error) {
 	c := &Controller{
-		pods:       podInformer.Lister(),
-		namespaces: namespaceInformer.Lister(),
-		policies:   policyInformer.Lister(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+		state:     NewState(publisher),
+		publisher: publisher,
+		policies:  policyInformer.Lister(),
+		policyQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "networkpolicy"},
 		),
-		publisher: publisher,
+		groupQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "group"},
+		),
 	}
-	enqueue := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.queue.Add(syncKey) },
-		UpdateFunc: func(any, any) { c.queue.Add(syncKey) },
-		DeleteFunc: func(any) { c.queue.Add(syncKey) },
+	handlers := map[string]struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		"pod": {podInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { c.onPod(obj, false) },
+			UpdateFunc: func(_, obj any) { c.onPod(obj, false) },
+			DeleteFunc: func(obj any) { c.onPod(obj, true) },
+		}},
+		"namespace": {namespaceInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { c.onNamespace(obj, false) },
+			UpdateFunc: func(_, obj any) { c.onNamespace(obj, false) },
+			DeleteFunc: func(obj any) { c.onNamespace(obj, true) },
+		}},
+		"networkpolicy": {policyInformer.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    c.enqueuePolicy,
+			UpdateFunc: func(_, obj any) { c.enqueuePolicy(obj) },
+			DeleteFunc: c.enqueuePolicy,
+		}},
 	}
-	for name, inf := range map[string]cache.SharedIndexInformer{
-		"pod":           podInformer.Informer(),
-		"namespace":     namespaceInformer.Informer(),
-		"networkpolicy": policyInformer.Informer(),
-	} {
-		reg, err := inf.AddEventHandler(enqueue)
+	for name, h := range handlers {
+		reg, err := h.inf.AddEventHandler(h.h)
 		if err != nil {
 			return nil, fmt.Errorf("adding %s event handler: %w", name, err)
 		}
@@ -76,11 +84,61 @@ func NewController(
 	return c, nil
 }
 
-// Run waits for the informers' caches, publishes a first model and then
-// recomputes on every change until ctx is done.
+// State returns the controller's model.
+func (c *Controller) State() *State { return c.state }
+
+func (c *Controller) onPod(obj any, deleted bool) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj, deleted = tomb.Obj, true
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if deleted {
+		c.enqueueGroups(c.state.DeletePod(p.Namespace, p.Name))
+	} else {
+		c.enqueueGroups(c.state.UpsertPod(p))
+	}
+}
+
+func (c *Controller) onNamespace(obj any, deleted bool) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj, deleted = tomb.Obj, true
+	}
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	if deleted {
+		c.enqueueGroups(c.state.DeleteNamespace(ns.Name))
+	} else {
+		c.enqueueGroups(c.state.UpsertNamespace(ns))
+	}
+}
+
+func (c *Controller) enqueueGroups(names []string) {
+	for _, n := range names {
+		c.groupQueue.Add(n)
+	}
+}
+
+func (c *Controller) enqueuePolicy(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(fmt.Errorf("NetworkPolicy event without a key: %w", err))
+		return
+	}
+	c.policyQueue.Add(key)
+}
+
+// Run waits for the informers' caches, builds the initial model (every
+// policy, synchronously), tells the publisher the model is synced, and then
+// syncs queued keys until ctx is done.
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrashWithContext(ctx)
-	defer c.queue.ShutDown()
+	defer c.policyQueue.ShutDown()
+	defer c.groupQueue.ShutDown()
 	logger := klog.FromContext(ctx)
 	logger.Info("Starting NetworkPolicy controller")
 	defer logger.Info("Stopped NetworkPolicy controller")
@@ -88,64 +146,76 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced...) {
 		return fmt.Errorf("NetworkPolicy controller: informer caches did not sync")
 	}
-	// The first model is published even if nothing happens after sync, so
-	// watchers get their initial state.
-	c.queue.Add(syncKey)
-	go wait.UntilWithContext(ctx, c.runWorker, time.Second)
+	start := time.Now()
+	nps, err := c.policies.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("listing NetworkPolicies: %w", err)
+	}
+	for _, np := range nps {
+		key := np.Namespace + "/" + np.Name
+		if err := c.state.SyncPolicy(key, np); err != nil {
+			logger.Error(err, "Skipping invalid NetworkPolicy", "networkPolicy", key)
+		}
+	}
+	c.publisher.SetSynced()
+	stats := c.state.Stats()
+	logger.Info("Initial NetworkPolicy model ready", "policies", stats.Policies, "groups", stats.Groups,
+		"pods", stats.Index.Pods, "labelSets", stats.Index.LabelSets, "duration", time.Since(start))
+
+	go wait.UntilWithContext(ctx, func(ctx context.Context) {
+		for c.processNextPolicy(ctx) {
+		}
+	}, time.Second)
+	go wait.UntilWithContext(ctx, func(ctx context.Context) {
+		for c.processNextGroup() {
+		}
+	}, time.Second)
 	<-ctx.Done()
 	return nil
 }
 
-func (c *Controller) runWorker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
+func (c *Controller) processNextPolicy(ctx context.Context) bool {
+	key, quit := c.policyQueue.Get()
 	if quit {
 		return false
 	}
-	defer c.queue.Done(key)
-	if err := c.sync(ctx); err != nil {
-		utilruntime.HandleErrorWithContext(ctx, err, "Syncing NetworkPolicy model failed, will retry")
-		c.queue.AddRateLimited(key)
+	defer c.policyQueue.Done(key)
+	if err := c.syncPolicy(ctx, key); err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Syncing NetworkPolicy failed, will retry", "networkPolicy", key)
+		c.policyQueue.AddRateLimited(key)
 		return true
 	}
-	c.queue.Forget(key)
+	c.policyQueue.Forget(key)
 	return true
 }
 
-// sync recomputes the whole model from the listers and publishes it.
-func (c *Controller) sync(ctx context.Context) error {
-	logger := klog.FromContext(ctx)
-	start := time.Now()
-	in, err := c.inputs()
+// syncPolicy syncs one policy from the lister. Only a lister failure is
+// returned (and retried); an invalid policy is logged.
+func (c *Controller) syncPolicy(ctx context.Context, key string) error {
+	namespace, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		return err
 	}
-	m := Compute(in)
-	for key, err := range m.Errors {
-		logger.Error(err, "Skipping invalid NetworkPolicy", "networkPolicy", key)
+	np, err := c.policies.NetworkPolicies(namespace).Get(name)
+	switch {
+	case apierrors.IsNotFound(err):
+		np = nil // deleted
+	case err != nil:
+		return fmt.Errorf("getting NetworkPolicy %s: %w", key, err)
 	}
-	c.publisher.Publish(m)
-	logger.V(2).Info("Published NetworkPolicy model", "policies", len(m.Policies),
-		"appliedToGroups", len(m.AppliedToGroups), "addressGroups", len(m.AddressGroups), "duration", time.Since(start))
+	if err := c.state.SyncPolicy(key, np); err != nil {
+		klog.FromContext(ctx).Error(err, "Skipping invalid NetworkPolicy", "networkPolicy", key)
+	}
 	return nil
 }
 
-func (c *Controller) inputs() (Inputs, error) {
-	pods, err := c.pods.List(labels.Everything())
-	if err != nil {
-		return Inputs{}, fmt.Errorf("listing pods: %w", err)
+func (c *Controller) processNextGroup() bool {
+	name, quit := c.groupQueue.Get()
+	if quit {
+		return false
 	}
-	namespaces, err := c.namespaces.List(labels.Everything())
-	if err != nil {
-		return Inputs{}, fmt.Errorf("listing namespaces: %w", err)
-	}
-	policies, err := c.policies.List(labels.Everything())
-	if err != nil {
-		return Inputs{}, fmt.Errorf("listing networkpolicies: %w", err)
-	}
-	return Inputs{Pods: pods, Namespaces: namespaces, NetworkPolicies: policies}, nil
+	defer c.groupQueue.Done(name)
+	c.state.SyncGroup(name)
+	c.groupQueue.Forget(name)
+	return true
 }

@@ -2,7 +2,6 @@ package networkpolicy
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,33 +14,15 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	cp "palisade.dev/palisade/controller/apis/controlplane"
+	"palisade.dev/palisade/controller/apiserver"
 )
 
-// latestModel is a Publisher that remembers the last model.
-type latestModel struct {
-	mu sync.Mutex
-	m  *Model
-}
-
-func (l *latestModel) Publish(m *Model) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.m = m
-}
-
-// waitForNodeState waits until the last published model's span of node is want.
-func (l *latestModel) waitForNodeState(t *testing.T, node string, want *cp.NodeState) {
+// waitForNodeState waits until the store's span of node is want.
+func waitForNodeState(t *testing.T, store *apiserver.Store, node string, want *cp.NodeState) {
 	t.Helper()
 	var diff string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		l.mu.Lock()
-		m := l.m
-		l.mu.Unlock()
-		if m == nil {
-			diff = "no model published"
-			continue
-		}
-		if diff = cmp.Diff(want, m.NodeState(node)); diff == "" {
+		if diff = cmp.Diff(want, store.NodeState(node)); diff == "" {
 			return
 		}
 	}
@@ -66,9 +47,9 @@ func TestControllerPublishesNodeState(t *testing.T) {
 		np,
 	)
 	factory := informers.NewSharedInformerFactory(client, 0)
-	pub := &latestModel{}
+	store := apiserver.NewStore(apiserver.DefaultBufferSize)
 	c, err := NewController(factory.Core().V1().Pods(), factory.Core().V1().Namespaces(),
-		factory.Networking().V1().NetworkPolicies(), pub)
+		factory.Networking().V1().NetworkPolicies(), store)
 	if err != nil {
 		t.Fatalf("NewController: %v", err)
 	}
@@ -101,8 +82,8 @@ func TestControllerPublishesNodeState(t *testing.T) {
 		AppliedToGroups: map[string]*cp.AppliedToGroup{webG: {Name: webG, Members: []cp.GroupMember{member("a", "web", "node1", "198.18.0.1")}}},
 		AddressGroups:   map[string]*cp.AddressGroup{clientG: {Name: clientG, Members: []cp.GroupMember{member("a", "client1", "node2", "198.18.0.2")}}},
 	}
-	pub.waitForNodeState(t, "node1", want)
-	pub.waitForNodeState(t, "node2", cp.NewNodeState())
+	waitForNodeState(t, store, "node1", want)
+	waitForNodeState(t, store, "node2", cp.NewNodeState())
 
 	// A new client pod must show up in the AddressGroup.
 	newPod := pod("a", "client2", "node3", "198.18.0.3", map[string]string{"app": "client"})
@@ -110,11 +91,27 @@ func TestControllerPublishesNodeState(t *testing.T) {
 		t.Fatalf("creating pod: %v", err)
 	}
 	want.AddressGroups[clientG].Members = append(want.AddressGroups[clientG].Members, member("a", "client2", "node3", "198.18.0.3"))
-	pub.waitForNodeState(t, "node1", want)
+	waitForNodeState(t, store, "node1", want)
+
+	// client1 changes its labels: it leaves the AddressGroup.
+	relabeled := pod("a", "client1", "node2", "198.18.0.2", map[string]string{"app": "other"})
+	if _, err := client.CoreV1().Pods("a").Update(ctx, relabeled, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("updating pod: %v", err)
+	}
+	want.AddressGroups[clientG].Members = want.AddressGroups[clientG].Members[1:]
+	waitForNodeState(t, store, "node1", want)
+
+	// An invalid policy is skipped; the rest keeps working.
+	bad := policy("a", "bad", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Ingress = []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromInt32(0))}}}}
+	})
+	if _, err := client.NetworkingV1().NetworkPolicies("a").Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating policy: %v", err)
+	}
 
 	// Deleting the policy empties node1's span.
 	if err := client.NetworkingV1().NetworkPolicies("a").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("deleting policy: %v", err)
 	}
-	pub.waitForNodeState(t, "node1", cp.NewNodeState())
+	waitForNodeState(t, store, "node1", cp.NewNodeState())
 }

@@ -5,7 +5,10 @@
 package networkpolicy
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +16,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"palisade.dev/palisade/controller/apis/controlplane"
@@ -33,12 +39,71 @@ type Handler interface {
 	Handle(controlplane.Event) error
 }
 
-// Watch streams node's span from the controller at baseURL (for example
-// "http://198.18.0.1:10349") into h until ctx is done. When a stream breaks,
-// it reconnects with exponential backoff and re-lists. It returns an error
-// only for invalid arguments; it returns nil once ctx is done.
-func Watch(ctx context.Context, baseURL, node string, h Handler) error {
-	w, err := newWatcher(baseURL, node, h)
+// WatchConfig says where and as whom an agent watches the controller.
+type WatchConfig struct {
+	// URL is the controller's base URL, e.g. "https://198.18.0.1:10349".
+	URL string
+	// Node is the agent's node.
+	Node string
+	// Token returns the bearer token to present; it is called for every
+	// connection, so a rotated token is picked up. Nil sends no token.
+	Token func() (string, error)
+	// CA returns the PEM certificates that verify the controller; it is
+	// called for every connection, so a new controller CA is picked up.
+	// Nil uses the system's roots.
+	CA func(ctx context.Context) ([]byte, error)
+}
+
+// TokenFile returns a WatchConfig.Token that reads the token in path (for
+// example a projected ServiceAccount token, which the kubelet rotates).
+func TokenFile(path string) func() (string, error) {
+	return func() (string, error) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("reading the controller token: %w", err)
+		}
+		token := strings.TrimSpace(string(data))
+		if token == "" {
+			return "", fmt.Errorf("the controller token file %s is empty", path)
+		}
+		return token, nil
+	}
+}
+
+// CAFile returns a WatchConfig.CA that reads the PEM file path.
+func CAFile(path string) func(context.Context) ([]byte, error) {
+	return func(context.Context) ([]byte, error) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading the controller CA: %w", err)
+		}
+		return data, nil
+	}
+}
+
+// CAFromConfigMap returns a WatchConfig.CA that reads the CA the controller
+// publishes (controlplane.CAConfigMapNamespace/CAConfigMapName).
+func CAFromConfigMap(client kubernetes.Interface) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		cm, err := client.CoreV1().ConfigMaps(controlplane.CAConfigMapNamespace).Get(ctx, controlplane.CAConfigMapName, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("reading the controller CA from ConfigMap %s/%s: %w",
+				controlplane.CAConfigMapNamespace, controlplane.CAConfigMapName, err)
+		}
+		ca := cm.Data[controlplane.CAConfigMapKey]
+		if ca == "" {
+			return nil, fmt.Errorf("ConfigMap %s/%s has no %q", controlplane.CAConfigMapNamespace, controlplane.CAConfigMapName, controlplane.CAConfigMapKey)
+		}
+		return []byte(ca), nil
+	}
+}
+
+// Watch streams the node's span from the controller into h until ctx is
+// done. When a stream breaks, it reconnects with exponential backoff and
+// re-lists. It returns an error only for invalid arguments; it returns nil
+// once ctx is done.
+func Watch(ctx context.Context, cfg WatchConfig, h Handler) error {
+	w, err := newWatcher(cfg, h)
 	if err != nil {
 		return err
 	}
@@ -49,39 +114,67 @@ func Watch(ctx context.Context, baseURL, node string, h Handler) error {
 // watcher holds one agent's watch loop.
 type watcher struct {
 	url     string
-	node    string
+	cfg     WatchConfig
 	handler Handler
-	client  *http.Client
 	backoff wait.Backoff // initial backoff; reset after a stream reaches its BOOKMARK
+
+	// client is the HTTP client for caPEM, remade when the CA changes.
+	client *http.Client
+	caPEM  []byte
 }
 
-func newWatcher(baseURL, node string, h Handler) (*watcher, error) {
-	if node == "" {
+func newWatcher(cfg WatchConfig, h Handler) (*watcher, error) {
+	if cfg.Node == "" {
 		return nil, errors.New("watch: node name is empty")
 	}
 	if h == nil {
 		return nil, errors.New("watch: handler is nil")
 	}
-	u, err := url.Parse(baseURL)
+	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("watch: invalid controller URL %q: %w", baseURL, err)
+		return nil, fmt.Errorf("watch: invalid controller URL %q: %w", cfg.URL, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("watch: controller URL %q must be http(s)://host:port", baseURL)
+		return nil, fmt.Errorf("watch: controller URL %q must be http(s)://host:port", cfg.URL)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + controlplane.WatchPath
-	u.RawQuery = url.Values{"node": {node}}.Encode()
+	u.RawQuery = url.Values{"node": {cfg.Node}}.Encode()
+	return &watcher{
+		url:     u.String(),
+		cfg:     cfg,
+		handler: h,
+		backoff: wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 1 << 30, Cap: 30 * time.Second},
+	}, nil
+}
+
+// httpClient returns the client for the current CA.
+func (w *watcher) httpClient(ctx context.Context) (*http.Client, error) {
+	var caPEM []byte
+	if w.cfg.CA != nil {
+		var err error
+		if caPEM, err = w.cfg.CA(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if w.client != nil && bytes.Equal(caPEM, w.caPEM) {
+		return w.client, nil
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
 	transport.ResponseHeaderTimeout = 30 * time.Second
-	return &watcher{
-		url:     u.String(),
-		node:    node,
-		handler: h,
-		// No overall timeout: a watch lasts as long as the connection.
-		client:  &http.Client{Transport: transport},
-		backoff: wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 1 << 30, Cap: 30 * time.Second},
-	}, nil
+	if caPEM != nil {
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("the controller CA holds no PEM certificate")
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	if w.client != nil {
+		w.client.CloseIdleConnections()
+	}
+	// No overall timeout: a watch lasts as long as the connection.
+	w.client, w.caPEM = &http.Client{Transport: transport}, caPEM
+	return w.client, nil
 }
 
 func (w *watcher) run(ctx context.Context) {
@@ -113,7 +206,18 @@ func (w *watcher) watchOnce(ctx context.Context) (synced bool, err error) {
 		return false, fmt.Errorf("building the watch request: %w", err)
 	}
 	req.Header.Set("Accept", "application/x-ndjson")
-	resp, err := w.client.Do(req)
+	if w.cfg.Token != nil {
+		token, err := w.cfg.Token()
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	client, err := w.httpClient(ctx)
+	if err != nil {
+		return false, err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("connecting to the controller: %w", err)
 	}
@@ -122,7 +226,7 @@ func (w *watcher) watchOnce(ctx context.Context) (synced bool, err error) {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return false, fmt.Errorf("the controller refused the watch: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	klog.FromContext(ctx).V(2).Info("Watching the controller", "node", w.node)
+	klog.FromContext(ctx).V(2).Info("Watching the controller", "node", w.cfg.Node)
 	w.handler.StartStream()
 	dec := json.NewDecoder(resp.Body)
 	for {

@@ -3,10 +3,12 @@ package networkpolicy
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2/ktesting"
 
 	cp "palisade.dev/palisade/controller/apis/controlplane"
@@ -26,11 +29,11 @@ import (
 )
 
 // startWatch runs the watch loop with a short backoff until the test ends.
-func startWatch(t *testing.T, baseURL, node string, h Handler) {
+func startWatch(t *testing.T, cfg WatchConfig, h Handler) {
 	t.Helper()
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
-	w, err := newWatcher(baseURL, node, h)
+	w, err := newWatcher(cfg, h)
 	if err != nil {
 		t.Fatalf("newWatcher: %v", err)
 	}
@@ -72,7 +75,7 @@ func TestWatchArguments(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := Watch(context.Background(), tt.url, tt.node, tt.h)
+			err := Watch(context.Background(), WatchConfig{URL: tt.url, Node: tt.node}, tt.h)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("Watch() error = %v, want one containing %q", err, tt.wantErr)
 			}
@@ -118,7 +121,7 @@ func TestWatchRetriesAndRelists(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	c, changes := newTestCache(t, "")
-	startWatch(t, srv.URL, "node/1", c)
+	startWatch(t, WatchConfig{URL: srv.URL, Node: "node/1"}, c)
 	waitFor(t, c.Synced, func() string { return "the cache never synced" })
 	want := state([]*cp.NetworkPolicy{testPolicy("p1", "clients")},
 		[]*cp.AppliedToGroup{{Name: "web", Members: []cp.GroupMember{web1}}},
@@ -137,14 +140,35 @@ func TestWatchRetriesAndRelists(t *testing.T) {
 	}
 }
 
-// TestEndToEnd runs the controller's real watch server: the agent's cache
-// must equal Model.NodeState(node) after the initial list, after changes, and
-// after a reconnect.
+// TestEndToEnd runs the controller's real model and watch server over TLS
+// with token authentication: the agent's cache must equal
+// Compute(...).NodeState(node) after the initial list, after changes, and
+// after a reconnect that needs a rotated token.
 func TestEndToEnd(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	store := apiserver.NewStore(apiserver.DefaultBufferSize)
-	srv := httptest.NewServer(apiserver.NewHandler(ctx, store, apiserver.AllowAll{}))
+	state := controllernp.NewState(store)
+	store.SetSynced()
+	var validToken atomic.Value
+	validToken.Store("token-1")
+	auth := apiserver.AuthorizerFunc(func(_ context.Context, r *http.Request, node string) error {
+		if r.Header.Get("Authorization") != "Bearer "+validToken.Load().(string) || node != "node1" {
+			return &apiserver.AuthError{Status: http.StatusUnauthorized, Reason: "bad token"}
+		}
+		return nil
+	})
+	srv := httptest.NewTLSServer(apiserver.NewHandler(ctx, store, auth))
 	t.Cleanup(srv.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeFile := func(path, data string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(caFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+	writeFile(tokenFile, "token-1\n")
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a"}}
 	pod := func(name, node, ip, app string) *corev1.Pod {
@@ -166,27 +190,34 @@ func TestEndToEnd(t *testing.T) {
 			}},
 		},
 	}
-	pods := []*corev1.Pod{pod("web1", "node1", "198.18.0.1", "web"), pod("web2", "node2", "198.18.0.2", "web"),
-		pod("client1", "node2", "198.18.0.11", "client")}
-
-	var mu sync.Mutex
-	var model *controllernp.Model
-	publish := func() {
-		m := controllernp.Compute(controllernp.Inputs{Pods: pods, Namespaces: []*corev1.Namespace{ns}, NetworkPolicies: []*networkingv1.NetworkPolicy{np}})
-		if len(m.Errors) != 0 {
-			t.Fatalf("Compute: %v", m.Errors)
+	pods := map[string]*corev1.Pod{}
+	setPod := func(p *corev1.Pod) {
+		pods[p.Name] = p
+		for _, g := range state.UpsertPod(p) {
+			state.SyncGroup(g)
 		}
-		mu.Lock()
-		model = m
-		mu.Unlock()
-		store.Publish(m)
 	}
+	deletePod := func(name string) {
+		delete(pods, name)
+		for _, g := range state.DeletePod("a", name) {
+			state.SyncGroup(g)
+		}
+	}
+	state.UpsertNamespace(ns)
+	setPod(pod("web1", "node1", "198.18.0.1", "web"))
+	setPod(pod("web2", "node2", "198.18.0.2", "web"))
+	setPod(pod("client1", "node2", "198.18.0.11", "client"))
+	if err := state.SyncPolicy("a/web", np); err != nil {
+		t.Fatal(err)
+	}
+
 	c, _ := newTestCache(t, t.TempDir())
 	converged := func() (bool, string) {
-		mu.Lock()
-		want := model.NodeState("node1")
-		mu.Unlock()
-		diff := cmp.Diff(want, c.Snapshot(), cmpopts.EquateEmpty())
+		in := controllernp.Inputs{Namespaces: []*corev1.Namespace{ns}, NetworkPolicies: []*networkingv1.NetworkPolicy{np}}
+		for _, p := range pods {
+			in.Pods = append(in.Pods, p)
+		}
+		diff := cmp.Diff(controllernp.Compute(in).NodeState("node1"), c.Snapshot(), cmpopts.EquateEmpty())
 		return c.Synced() && diff == "", diff
 	}
 	check := func(what string) {
@@ -198,27 +229,68 @@ func TestEndToEnd(t *testing.T) {
 			})
 	}
 
-	publish()
-	startWatch(t, srv.URL, "node1", c)
+	startWatch(t, WatchConfig{URL: srv.URL, Node: "node1", Token: TokenFile(tokenFile), CA: CAFile(caFile)}, c)
 	check("initial state")
 	if got := len(c.Snapshot().Policies); got != 1 {
 		t.Fatalf("node1 has %d policies, want 1", got)
 	}
 
-	pods = append(pods, pod("client2", "node3", "198.18.0.12", "client"))
-	publish()
+	setPod(pod("client2", "node3", "198.18.0.12", "client"))
 	check("after a client pod was added")
 
-	pods[2].Status.PodIPs = []corev1.PodIP{{IP: "198.18.0.13"}} // client1 changed its IP
-	publish()
+	setPod(pod("client1", "node2", "198.18.0.13", "client"))
 	check("after a client pod changed its IP")
 
-	// Break the connection; changes made meanwhile arrive with the re-list.
+	// Rotate the token and break the connection; changes made meanwhile
+	// arrive with the re-list, which must present the new token.
+	validToken.Store("token-2")
+	writeFile(tokenFile, "token-2")
 	srv.CloseClientConnections()
-	pods = pods[1:] // web1 leaves node1: the policy leaves node1's span
-	publish()
+	deletePod("web1") // the policy leaves node1's span
 	check("after a reconnect")
 	if got := len(c.Snapshot().Policies); got != 0 {
 		t.Errorf("node1 still has %d policies after its last web pod left", got)
+	}
+}
+
+func TestCredentialSources(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		get     func() error
+		wantErr string
+	}{
+		{"missing token file", func() error { _, err := TokenFile(filepath.Join(dir, "none"))(); return err }, "reading the controller token"},
+		{"empty token file", func() error { _, err := TokenFile(filepath.Join(dir, "empty"))(); return err }, "is empty"},
+		{"missing CA file", func() error { _, err := CAFile(filepath.Join(dir, "none"))(context.Background()); return err }, "reading the controller CA"},
+		{"no CA ConfigMap", func() error { _, err := CAFromConfigMap(fake.NewClientset())(context.Background()); return err }, "kube-system/palisade-ca"},
+		{"CA ConfigMap without the key", func() error {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cp.CAConfigMapNamespace, Name: cp.CAConfigMapName}}
+			_, err := CAFromConfigMap(fake.NewClientset(cm))(context.Background())
+			return err
+		}, `has no "ca.crt"`},
+		{"CA without PEM", func() error {
+			w, err := newWatcher(WatchConfig{URL: "https://198.18.0.1:1", Node: "n",
+				CA: func(context.Context) ([]byte, error) { return []byte("garbage"), nil }}, &Cache{})
+			if err != nil {
+				return err
+			}
+			_, err = w.httpClient(context.Background())
+			return err
+		}, "holds no PEM certificate"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.get(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cp.CAConfigMapNamespace, Name: cp.CAConfigMapName},
+		Data: map[string]string{cp.CAConfigMapKey: "PEM"}}
+	if got, err := CAFromConfigMap(fake.NewClientset(cm))(context.Background()); err != nil || string(got) != "PEM" {
+		t.Errorf("CAFromConfigMap = %q, %v; want the ConfigMap's CA", got, err)
 	}
 }

@@ -40,10 +40,11 @@ type NamedPort struct {
 	Protocol Protocol `json:"protocol"`
 }
 
-// GroupMember is one pod in a group.
+// GroupMember is one pod in a group. In a GroupPatch's Removed list only Pod
+// is set (members are identified by pod).
 type GroupMember struct {
 	Pod   PodReference `json:"pod"`
-	IPs   []string     `json:"ips"`
+	IPs   []string     `json:"ips,omitempty"`
 	Node  string       `json:"node,omitempty"`
 	Ports []NamedPort  `json:"ports,omitempty"`
 }

@@ -4,7 +4,20 @@ package controlplane
 // newline-delimited JSON Events. The stream starts with an ADDED event for
 // every object in the node's span, then one BOOKMARK marking the end of the
 // initial state, then changes as they happen.
+//
+// The API is served over TLS only. Agents authenticate with their
+// ServiceAccount token (Authorization: Bearer) bound to their Node; a
+// missing or invalid token gets 401, a token for another node 403.
 const WatchPath = "/apis/controlplane/v1/watch"
+
+// Where the controller publishes the CA certificate (PEM) that signs its
+// serving certificate: the key CAConfigMapKey of the ConfigMap
+// CAConfigMapNamespace/CAConfigMapName.
+const (
+	CAConfigMapNamespace = "kube-system"
+	CAConfigMapName      = "palisade-ca"
+	CAConfigMapKey       = "ca.crt"
+)
 
 // EventType says what happened to an object.
 type EventType string
@@ -27,9 +40,11 @@ const (
 )
 
 // GroupPatch is the change of a group's members: a MODIFIED event for a group
-// carries only what was added and removed.
+// carries only what was added and removed. The controller leaves Name empty
+// (the Event names the group) and sends removed members with only their Pod,
+// to keep patches small.
 type GroupPatch struct {
-	Name    string        `json:"name"`
+	Name    string        `json:"name,omitempty"`
 	Added   []GroupMember `json:"added,omitempty"`
 	Removed []GroupMember `json:"removed,omitempty"`
 }
