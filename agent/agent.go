@@ -10,9 +10,13 @@ import (
 	"path/filepath"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -21,6 +25,8 @@ import (
 	"palisade.dev/palisade/agent/datapath"
 	"palisade.dev/palisade/agent/interfacestore"
 	"palisade.dev/palisade/agent/ipam"
+	"palisade.dev/palisade/agent/nodecontroller"
+	"palisade.dev/palisade/agent/nodenet"
 	aof "palisade.dev/palisade/agent/openflow"
 	"palisade.dev/palisade/ovs/openflow"
 	"palisade.dev/palisade/ovs/ovsconfig"
@@ -63,6 +69,32 @@ func Run(ctx context.Context, o *Options) error {
 	defer ofClient.Close()
 	dp := datapath.New(ofClient)
 
+	// The node's gateway and tunnel, and the other nodes as they are now:
+	// the first bundle then already routes to them (an agent restart does
+	// not interrupt traffic between nodes).
+	netCfg := nodenet.Config{PodCIDR: podCIDR, TunnelType: o.TunnelType, MTU: o.MTU}
+	network, err := nodenet.Setup(ctx, bridge, netCfg)
+	if err != nil {
+		return err
+	}
+	if err := dp.SetNetwork(ctx, network); err != nil {
+		return err
+	}
+	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	remotes, _ := nodecontroller.RemoteNodes(o.NodeName, podCIDR, nodePointers(nodes.Items))
+	if err := syncRemoteNodes(ctx, dp, podCIDR, remotes); err != nil {
+		return err
+	}
+	nodeController, err := nodecontroller.New(kube, o.NodeName, podCIDR, func(ctx context.Context, nodes []aof.RemoteNode) error {
+		return syncRemoteNodes(ctx, dp, podCIDR, nodes)
+	})
+	if err != nil {
+		return err
+	}
+
 	// The policy state last received from the controller, so the node
 	// enforces it from the first flow even if the controller is down.
 	dirty := make(chan struct{}, 1)
@@ -80,14 +112,14 @@ func Run(ctx context.Context, o *Options) error {
 	}
 
 	// Pods already attached (agent restart) come back from OVSDB.
-	alloc, err := ipam.New(podCIDR, []netip.Addr{gatewayIP(podCIDR)}, filepath.Join(o.StateDir, "ipam.json"))
+	alloc, err := ipam.New(podCIDR, []netip.Addr{network.GatewayIP}, filepath.Join(o.StateDir, "ipam.json"))
 	if err != nil {
 		return err
 	}
 	cni, err := cniserver.New(cniserver.Config{
 		SocketPath: o.CNISocket,
 		PodCIDR:    podCIDR,
-		GatewayIP:  gatewayIP(podCIDR),
+		GatewayIP:  network.GatewayIP,
 		MTU:        o.MTU,
 		Bridge:     bridge,
 		Datapath:   dp,
@@ -106,14 +138,21 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	logger.Info("Datapath ready", "flows", len(dp.Flows()))
 	// ovs-vswitchd keeps no flows across a restart: install them all again.
-	go ofClient.Watch(ctx, func(ctx context.Context) { restoreFlows(ctx, dp) })
+	// It also recreates the gateway's kernel interface, which loses its
+	// address and routes.
+	go ofClient.Watch(ctx, func(ctx context.Context) {
+		restoreNodeNetwork(ctx, bridge, netCfg, dp)
+		restoreFlows(ctx, dp)
+	})
 
 	go func() {
-		if err := npcontroller.Watch(ctx, o.ControllerURL, o.NodeName, cache); err != nil {
+		if err := npcontroller.Watch(ctx, o.watchConfig(kube), cache); err != nil {
 			logger.Error(err, "Watching the controller failed")
 		}
 	}()
 	go syncPolicy(ctx, dp, cache, dirty)
+	go nodeController.Run(ctx)
+	go collectGarbage(ctx, kube, o.NodeName, cni)
 
 	return cni.Run(ctx)
 }
@@ -187,6 +226,67 @@ func waitForPodCIDR(ctx context.Context, kube kubernetes.Interface, node string)
 	return cidr, err
 }
 
-// gatewayIP is the first host address of the pod CIDR, reserved for the
-// node's gateway.
-func gatewayIP(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+// Garbage collection of attachments whose pods were deleted without a CNI
+// DEL: checked every gcPeriod, collected once missing for gcGrace.
+const (
+	gcPeriod = 30 * time.Second
+	gcGrace  = time.Minute
+)
+
+// collectGarbage runs the CNI server's garbage collection against the pods
+// bound to this node, from an informer, until ctx is done.
+func collectGarbage(ctx context.Context, kube kubernetes.Interface, node string, cni *cniserver.Server) {
+	logger := klog.FromContext(ctx)
+	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+		lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
+	}))
+	pods := factory.Core().V1().Pods()
+	lister, synced := pods.Lister(), pods.Informer().HasSynced
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), synced) {
+		return
+	}
+	exists := func(namespace, name string) bool {
+		_, err := lister.Pods(namespace).Get(name)
+		return err == nil
+	}
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if _, err := cni.GarbageCollect(ctx, exists, gcGrace); err != nil {
+			logger.Error(err, "Garbage collection of deleted pods' attachments failed; retrying later")
+		}
+	}, gcPeriod)
+}
+
+// restoreNodeNetwork sets the gateway and tunnel up again after
+// ovs-vswitchd restarted, and the routes to the remote nodes' pods.
+func restoreNodeNetwork(ctx context.Context, bridge *ovsconfig.Client, cfg nodenet.Config, dp *datapath.Datapath) {
+	logger := klog.FromContext(ctx)
+	network, err := nodenet.Setup(ctx, bridge, cfg)
+	if err == nil {
+		err = dp.SetNetwork(ctx, network)
+	}
+	if err == nil {
+		err = nodenet.SyncRoutes(ctx, nodenet.DefaultGatewayName, cfg.PodCIDR, dp.RemoteNodes())
+	}
+	if err != nil {
+		logger.Error(err, "Restoring the node network after an OVS restart failed")
+	}
+}
+
+// syncRemoteNodes realizes the remote nodes: their flows, then the node's
+// routes to their pod CIDRs.
+func syncRemoteNodes(ctx context.Context, dp *datapath.Datapath, local netip.Prefix, nodes []aof.RemoteNode) error {
+	if err := dp.SetRemoteNodes(ctx, nodes); err != nil {
+		return err
+	}
+	return nodenet.SyncRoutes(ctx, nodenet.DefaultGatewayName, local, nodes)
+}
+
+func nodePointers(items []corev1.Node) []*corev1.Node {
+	out := make([]*corev1.Node, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}

@@ -6,6 +6,9 @@ import (
 	"net/url"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+
+	npcontroller "palisade.dev/palisade/agent/controller/networkpolicy"
 )
 
 // Options configure one node's agent.
@@ -20,6 +23,14 @@ type Options struct {
 	CNISocket     string
 	StateDir      string
 	MTU           int
+	// TunnelType is the encapsulation between nodes: geneve or vxlan.
+	TunnelType string
+	// ControllerTokenFile holds the ServiceAccount token, bound to this
+	// node, that the agent presents to the controller.
+	ControllerTokenFile string
+	// ControllerCAFile holds the controller's CA; empty reads it from the
+	// ConfigMap the controller publishes.
+	ControllerCAFile string
 }
 
 // NewOptions returns the defaults of a real deployment.
@@ -32,6 +43,10 @@ func NewOptions() *Options {
 		CNISocket:    "/var/run/palisade/cni.sock",
 		StateDir:     "/var/lib/palisade",
 		MTU:          1450,
+		TunnelType:   "geneve",
+		// The pod's projected ServiceAccount token: bound to the pod and
+		// so to its node.
+		ControllerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
 	}
 }
 
@@ -46,7 +61,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DatapathType, "datapath-type", o.DatapathType, "OVS datapath type of the bridge (netdev or system).")
 	fs.StringVar(&o.CNISocket, "cni-socket", o.CNISocket, "Unix socket the CNI plugin talks to.")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "Directory for the agent's persistent state (IPAM, last policy state).")
-	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces.")
+	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces and the gateway; leave room for the tunnel's 50 bytes below the underlay's MTU.")
+	fs.StringVar(&o.TunnelType, "tunnel-type", o.TunnelType, "Encapsulation of pod traffic between nodes: geneve or vxlan.")
+	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "File with the agent's ServiceAccount token bound to its node (re-read on every connection), presented to the controller.")
+	fs.StringVar(&o.ControllerCAFile, "controller-ca-file", o.ControllerCAFile, "PEM file of the controller's CA; empty reads ConfigMap kube-system/palisade-ca.")
 }
 
 // Validate reports every invalid option at once.
@@ -59,6 +77,14 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--controller-url is required"))
 	} else if u, err := url.Parse(o.ControllerURL); err != nil || u.Host == "" {
 		errs = append(errs, fmt.Errorf("--controller-url %q is not a URL", o.ControllerURL))
+	} else if u.Scheme != "https" {
+		errs = append(errs, fmt.Errorf("--controller-url %q: the controller serves https only", o.ControllerURL))
+	}
+	if o.ControllerTokenFile == "" {
+		errs = append(errs, errors.New("--controller-token-file is required: the controller admits only node-bound ServiceAccount tokens"))
+	}
+	if o.TunnelType != "geneve" && o.TunnelType != "vxlan" {
+		errs = append(errs, fmt.Errorf("--tunnel-type %q: want geneve or vxlan", o.TunnelType))
 	}
 	if o.MTU < 576 || o.MTU > 9000 {
 		errs = append(errs, fmt.Errorf("--mtu %d is out of range [576, 9000]", o.MTU))
@@ -70,4 +96,14 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// watchConfig is how the agent watches the controller: its node-bound token
+// and the controller's CA, both read anew for every connection.
+func (o *Options) watchConfig(kube kubernetes.Interface) npcontroller.WatchConfig {
+	ca := npcontroller.CAFromConfigMap(kube)
+	if o.ControllerCAFile != "" {
+		ca = npcontroller.CAFile(o.ControllerCAFile)
+	}
+	return npcontroller.WatchConfig{URL: o.ControllerURL, Node: o.NodeName, Token: npcontroller.TokenFile(o.ControllerTokenFile), CA: ca}
 }

@@ -184,7 +184,9 @@ func TestPluginAgainstRealOVS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(ovsDir) })
-	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: ovsDir})
+	// A bridge name of its own: the bridge's internal port is a device in
+	// this network namespace, where other tests' OVS may run at once.
+	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: ovsDir, Bridge: "brcni" + suffix})
 	if err != nil {
 		t.Fatalf("starting OVS: %v", err)
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 // Reconcile rebuilds the agent's pod state from OVSDB at startup: every
-// port Palisade created becomes a Store entry, its IP is marked allocated,
+// pod port Palisade created (not the gateway or tunnel) becomes a Store entry, its IP is marked allocated,
 // and its flows are installed again. Ports that cannot be used (veth gone,
 // external IDs unreadable, IP not valid in the pod CIDR) are removed, and
 // IPs without a port are released. When it succeeds the server starts
@@ -33,6 +33,9 @@ func (s *Server) Reconcile(ctx context.Context) error {
 	var errs []error
 	live := map[string]bool{}
 	for _, port := range ports {
+		if _, infra := port.ExternalIDs[interfacestore.ExternalIDInterfaceType]; infra {
+			continue // the gateway and the tunnel belong to the node, not to a pod
+		}
 		p, err := podFromPort(port)
 		if err == nil {
 			err = s.restore(ctx, p)

@@ -86,6 +86,11 @@ type Server struct {
 	mu sync.RWMutex
 	// containers serializes requests for the same container.
 	containers keyedMutex
+
+	// gcMu guards missingSince: when GarbageCollect first saw a
+	// container's pod missing from the cluster.
+	gcMu         sync.Mutex
+	missingSince map[string]time.Time
 }
 
 // New validates cfg and returns a Server.

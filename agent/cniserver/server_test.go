@@ -536,6 +536,10 @@ func TestReconcile(t *testing.T) {
 	if _, err := f.bridge.CreatePort(ctx, "uplink", "", nil); err != nil { // not ours
 		t.Fatal(err)
 	}
+	gateway := map[string]string{interfacestore.ExternalIDOwner: "palisade", interfacestore.ExternalIDInterfaceType: interfacestore.InterfaceTypeGateway}
+	if _, err := f.bridge.CreatePort(ctx, "palisade-gw0", "internal", gateway); err != nil { // the node's, not a pod's
+		t.Fatal(err)
+	}
 	f.net.links[good.HostIfName] = podnet.Config{}
 	f.net.links[outside.HostIfName] = podnet.Config{}
 	f.net.links["palbroken"] = podnet.Config{}
@@ -556,7 +560,7 @@ func TestReconcile(t *testing.T) {
 	if diff := cmp.Diff(map[string]string{"c1": "198.18.4.7"}, stringify(f.ipam.Owners())); diff != "" {
 		t.Errorf("IPAM (-want +got):\n%s", diff)
 	}
-	wantPorts := []string{good.HostIfName, "uplink"}
+	wantPorts := []string{good.HostIfName, "palisade-gw0", "uplink"}
 	slices.Sort(wantPorts)
 	gotPorts := slices.Sorted(maps.Keys(f.bridge.ports))
 	if diff := cmp.Diff(wantPorts, gotPorts); diff != "" {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	"k8s.io/klog/v2"
@@ -30,8 +31,9 @@ type Datapath struct {
 
 	mu      sync.Mutex
 	started bool
-	pods    map[string]interfacestore.PodInterface
-	policy  *cp.NodeState
+	// state is what the installed flows were rendered from (before Start:
+	// what they will be rendered from).
+	state openflow.State
 	// installed is what OVS accepted last, by flow key.
 	installed map[string]of.Flow
 	conjIDs   map[string]uint32
@@ -42,8 +44,7 @@ type Datapath struct {
 func New(client FlowApplier) *Datapath {
 	return &Datapath{
 		client:    client,
-		pods:      map[string]interfacestore.PodInterface{},
-		policy:    cp.NewNodeState(),
+		state:     openflow.State{Pods: map[string]interfacestore.PodInterface{}, Policy: cp.NewNodeState()},
 		installed: map[string]of.Flow{},
 		conjIDs:   map[string]uint32{},
 		nextID:    1,
@@ -52,11 +53,11 @@ func New(client FlowApplier) *Datapath {
 
 // Start installs the complete desired state in one bundle that also deletes
 // every flow left from before (an agent restart), so the bridge never passes
-// through a state with a hole. Until Start, AddPod and SetPolicy only record.
+// through a state with a hole. Until Start, the setters only record.
 func (d *Datapath) Start(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.syncLocked(ctx, d.pods, d.policy, true); err != nil {
+	if err := d.syncLocked(ctx, d.state, true); err != nil {
 		return err
 	}
 	d.started = true
@@ -68,7 +69,7 @@ func (d *Datapath) Start(ctx context.Context) error {
 func (d *Datapath) Resync(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.syncLocked(ctx, d.pods, d.policy, true)
+	return d.syncLocked(ctx, d.state, true)
 }
 
 // AddPod attaches a pod's port to the pipeline (and applies the policies
@@ -76,21 +77,23 @@ func (d *Datapath) Resync(ctx context.Context) error {
 func (d *Datapath) AddPod(ctx context.Context, p interfacestore.PodInterface) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	pods := maps.Clone(d.pods)
-	pods[p.PodKey()] = p
-	return d.changeLocked(ctx, pods, d.policy)
+	next := d.state
+	next.Pods = maps.Clone(d.state.Pods)
+	next.Pods[p.PodKey()] = p
+	return d.changeLocked(ctx, next)
 }
 
 // DeletePod removes a pod's flows.
 func (d *Datapath) DeletePod(ctx context.Context, p interfacestore.PodInterface) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.pods[p.PodKey()]; !ok {
+	if _, ok := d.state.Pods[p.PodKey()]; !ok {
 		return nil
 	}
-	pods := maps.Clone(d.pods)
-	delete(pods, p.PodKey())
-	return d.changeLocked(ctx, pods, d.policy)
+	next := d.state
+	next.Pods = maps.Clone(d.state.Pods)
+	delete(next.Pods, p.PodKey())
+	return d.changeLocked(ctx, next)
 }
 
 // SetPolicy replaces the node's policy state.
@@ -100,7 +103,45 @@ func (d *Datapath) SetPolicy(ctx context.Context, st *cp.NodeState) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.changeLocked(ctx, d.pods, st)
+	next := d.state
+	next.Policy = st
+	return d.changeLocked(ctx, next)
+}
+
+// SetNetwork attaches the node's gateway and tunnel ports to the pipeline
+// (nil detaches them).
+func (d *Datapath) SetNetwork(ctx context.Context, n *openflow.NodeNetwork) error {
+	if n != nil {
+		if err := n.Validate(); err != nil {
+			return fmt.Errorf("datapath: invalid node network: %w", err)
+		}
+		c := *n
+		n = &c
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := d.state
+	next.Network = n
+	return d.changeLocked(ctx, next)
+}
+
+// SetRemoteNodes replaces the other nodes whose pods are reached through
+// the tunnel.
+func (d *Datapath) SetRemoteNodes(ctx context.Context, nodes []openflow.RemoteNode) error {
+	nodes = slices.Clone(nodes)
+	openflow.SortRemoteNodes(nodes)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := d.state
+	next.RemoteNodes = nodes
+	return d.changeLocked(ctx, next)
+}
+
+// RemoteNodes returns the remote nodes the flows route to.
+func (d *Datapath) RemoteNodes() []openflow.RemoteNode {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.state.RemoteNodes)
 }
 
 // Flows returns the installed flows, sorted as in a dump.
@@ -115,31 +156,31 @@ func (d *Datapath) Flows() []of.Flow {
 	return out
 }
 
-func (d *Datapath) changeLocked(ctx context.Context, pods map[string]interfacestore.PodInterface, st *cp.NodeState) error {
+func (d *Datapath) changeLocked(ctx context.Context, next openflow.State) error {
 	if !d.started {
-		d.pods, d.policy = pods, st
+		d.state = next
 		return nil
 	}
-	return d.syncLocked(ctx, pods, st, false)
+	return d.syncLocked(ctx, next, false)
 }
 
-// syncLocked renders the desired flows for (pods, st), applies the
-// difference to what is installed, and commits everything on success.
-func (d *Datapath) syncLocked(ctx context.Context, pods map[string]interfacestore.PodInterface, st *cp.NodeState, replaceAll bool) error {
+// syncLocked renders the desired flows for next, applies the difference to
+// what is installed, and commits everything on success.
+func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceAll bool) error {
 	ids := maps.Clone(d.conjIDs)
-	next := d.nextID
+	nextID := d.nextID
 	used := map[string]uint32{}
 	alloc := func(key string) uint32 {
 		id, ok := ids[key]
 		if !ok {
-			id = next
-			next++
+			id = nextID
+			nextID++
 			ids[key] = id
 		}
 		used[key] = id
 		return id
 	}
-	desired := openflow.Render(openflow.State{Pods: pods, Policy: st}, alloc)
+	desired := openflow.Render(next, alloc)
 	want := make(map[string]of.Flow, len(desired))
 	for _, f := range desired {
 		want[f.Key()] = f
@@ -159,8 +200,8 @@ func (d *Datapath) syncLocked(ctx context.Context, pods map[string]interfacestor
 		klog.FromContext(ctx).V(2).Info("Applied flows", "added", len(ch.Add), "modified", len(ch.Modify),
 			"deleted", len(ch.Delete), "replaceAll", ch.ReplaceAll, "total", len(want))
 	}
-	d.installed, d.pods, d.policy = want, pods, st
-	d.conjIDs, d.nextID = used, next
+	d.installed, d.state = want, next
+	d.conjIDs, d.nextID = used, nextID
 	return nil
 }
 

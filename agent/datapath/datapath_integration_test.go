@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -159,7 +160,7 @@ func expectReach(t *testing.T, inst *ovsinstance.Instance, from, to testPod, wan
 	}
 	if got := err == nil; got != want {
 		// What OVS's own classifier does with such a packet explains why.
-		trace, terr := inst.Appctl("ofproto/trace", "br-int", fmt.Sprintf(
+		trace, terr := inst.Appctl("ofproto/trace", inst.Bridge, fmt.Sprintf(
 			"in_port=%d,tcp,dl_src=%s,dl_dst=%s,nw_src=%s,nw_dst=%s,tp_dst=80,tcp_flags=syn",
 			from.iface.OFPort, from.iface.MAC, to.iface.MAC, from.iface.IP, to.iface.IP))
 		t.Errorf("%s -> %s:80 reachable=%v, want %v (err: %v)\nofproto/trace:\n%s",
@@ -182,13 +183,15 @@ func TestIntegrationDatapathRealOVS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir})
+	// A bridge name of its own: the bridge's internal port is a device in
+	// this network namespace, where other tests' OVS may run at once.
+	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir, Bridge: "brdp" + filepath.Base(dir)[len("paldp"):]})
 	if err != nil {
 		t.Fatalf("starting OVS: %v", err)
 	}
 	t.Cleanup(func() { _ = inst.Stop() })
 
-	br, err := ovsconfig.New(ctx, inst.DBEndpoint, "br-int", "netdev")
+	br, err := ovsconfig.New(ctx, inst.DBEndpoint, inst.Bridge, "netdev")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +328,7 @@ func compareWithRendered(t *testing.T, ctx context.Context, inst *ovsinstance.In
 	}
 	// Without names: the reference bridge has no ports, so port names would
 	// print differently on the two bridges.
-	got, want := dumpNoNames(t, inst, "br-int"), dumpNoNames(t, inst, "br-ref")
+	got, want := dumpNoNames(t, inst, inst.Bridge), dumpNoNames(t, inst, "br-ref")
 	if !slices.Equal(got, want) {
 		t.Errorf("br-int (installed by the agent) and br-ref (rendered text) differ\nbr-int:\n%s\nbr-ref:\n%s",
 			strings.Join(got, "\n"), strings.Join(want, "\n"))

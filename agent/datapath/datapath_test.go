@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"palisade.dev/palisade/agent/interfacestore"
+	"palisade.dev/palisade/agent/openflow"
 	cp "palisade.dev/palisade/controller/apis/controlplane"
 	of "palisade.dev/palisade/ovs/openflow"
 )
@@ -92,8 +93,8 @@ func TestStartReplacesAllThenDiffs(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := r.applied[len(r.applied)-1]
-	if last.ReplaceAll || len(last.Add) != 4 || len(last.Delete) != 0 || len(last.Modify) != 0 {
-		t.Fatalf("adding a pod should add its 4 flows only, got add=%d mod=%d del=%d", len(last.Add), len(last.Modify), len(last.Delete))
+	if last.ReplaceAll || len(last.Add) != 5 || len(last.Delete) != 0 || len(last.Modify) != 0 {
+		t.Fatalf("adding a pod should add its 5 flows only, got add=%d mod=%d del=%d", len(last.Add), len(last.Modify), len(last.Delete))
 	}
 	if err := dp.SetPolicy(ctx, denyAll("b")); err != nil {
 		t.Fatal(err)
@@ -134,5 +135,66 @@ func TestRefusedBundleChangesNothing(t *testing.T) {
 	sameFlows(t, r.flows, dp)
 	if len(dp.Flows()) != before+1 {
 		t.Fatalf("deny-all should add one default drop: %d -> %d", before, len(dp.Flows()))
+	}
+}
+
+func TestNetworkAndRemoteNodes(t *testing.T) {
+	ctx := context.Background()
+	r := &recorder{flows: map[string]of.Flow{}}
+	dp := New(r)
+	bad := &openflow.NodeNetwork{PodCIDR: netip.MustParsePrefix("198.19.0.0/24")}
+	if err := dp.SetNetwork(ctx, bad); err == nil {
+		t.Fatal("SetNetwork accepted a network without a gateway")
+	}
+	n := &openflow.NodeNetwork{PodCIDR: netip.MustParsePrefix("198.19.0.0/24"), GatewayPort: 1,
+		GatewayIP: netip.MustParseAddr("198.19.0.1"), GatewayMAC: net.HardwareAddr{0x0a, 0x58, 198, 19, 0, 1}, TunnelPort: 9}
+	if err := dp.SetNetwork(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	n.GatewayPort = 7 // the datapath keeps its own copy
+	if err := dp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	base := len(dp.Flows())
+	if err := dp.AddPod(ctx, testPod("a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(dp.Flows()) - base; got != 6 {
+		t.Fatalf("a pod on a node with a tunnel has %d flows, want 6 (5 + delivery from the tunnel)", got)
+	}
+	withPod := len(dp.Flows())
+	node := func(i byte) openflow.RemoteNode {
+		return openflow.RemoteNode{Name: "node" + string('0'+i), IP: netip.AddrFrom4([4]byte{198, 18, 0, 10 + i}),
+			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, i, 0}), 24)}
+	}
+	if err := dp.SetRemoteNodes(ctx, []openflow.RemoteNode{node(3), node(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(dp.Flows()) - withPod; got != 4 {
+		t.Fatalf("two remote nodes added %d flows, want 4", got)
+	}
+	// The same nodes in another order change nothing.
+	applied := len(r.applied)
+	if err := dp.SetRemoteNodes(ctx, []openflow.RemoteNode{node(2), node(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.applied) != applied {
+		t.Fatalf("reordered nodes applied a change: %+v", r.applied[applied:])
+	}
+	if err := dp.SetRemoteNodes(ctx, []openflow.RemoteNode{node(2)}); err != nil {
+		t.Fatal(err)
+	}
+	last := r.applied[len(r.applied)-1]
+	if len(last.Add) != 0 || len(last.Modify) != 0 || len(last.Delete) != 2 {
+		t.Fatalf("a node leaving: add=%d mod=%d del=%d, want its 2 flows deleted", len(last.Add), len(last.Modify), len(last.Delete))
+	}
+	sameFlows(t, r.flows, dp)
+	if got := dp.RemoteNodes(); len(got) != 1 || got[0] != node(2) {
+		t.Fatalf("RemoteNodes() = %v, want node2 only", got)
+	}
+	for _, f := range dp.Flows() {
+		if f.Match.InPort == 7 {
+			t.Fatalf("the caller's later change of the network leaked into the flows: %s", f)
+		}
 	}
 }

@@ -22,6 +22,14 @@ const (
 // OwnerPalisade is the value of ExternalIDOwner on rows Palisade created.
 const OwnerPalisade = "palisade"
 
+// ExternalIDInterfaceType marks the agent's own ports, which are not pods:
+// the node's gateway and its tunnel. Pod ports do not have it.
+const (
+	ExternalIDInterfaceType = "palisade-interface-type"
+	InterfaceTypeGateway    = "gateway"
+	InterfaceTypeTunnel     = "tunnel"
+)
+
 // PodInterface is one pod's network attachment on this node.
 type PodInterface struct {
 	PodNamespace string

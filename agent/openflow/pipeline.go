@@ -14,19 +14,20 @@ import (
 var (
 	ClassifierTable      = of.Table{ID: 0, Name: "Classifier"}
 	SpoofGuardTable      = of.Table{ID: 1, Name: "SpoofGuard"}
-	ConntrackTable       = of.Table{ID: 2, Name: "Conntrack"}
-	ConntrackStateTable  = of.Table{ID: 3, Name: "ConntrackState"}
-	EgressRuleTable      = of.Table{ID: 4, Name: "EgressRule"}
-	EgressDefaultTable   = of.Table{ID: 5, Name: "EgressDefault"}
-	L2ForwardingTable    = of.Table{ID: 6, Name: "L2Forwarding"}
-	IngressRuleTable     = of.Table{ID: 7, Name: "IngressRule"}
-	IngressDefaultTable  = of.Table{ID: 8, Name: "IngressDefault"}
-	ConntrackCommitTable = of.Table{ID: 9, Name: "ConntrackCommit"}
-	OutputTable          = of.Table{ID: 10, Name: "Output"}
+	L3ForwardingTable    = of.Table{ID: 2, Name: "L3Forwarding"} // routing between nodes (network.go)
+	ConntrackTable       = of.Table{ID: 3, Name: "Conntrack"}
+	ConntrackStateTable  = of.Table{ID: 4, Name: "ConntrackState"}
+	EgressRuleTable      = of.Table{ID: 5, Name: "EgressRule"}
+	EgressDefaultTable   = of.Table{ID: 6, Name: "EgressDefault"}
+	L2ForwardingTable    = of.Table{ID: 7, Name: "L2Forwarding"}
+	IngressRuleTable     = of.Table{ID: 8, Name: "IngressRule"}
+	IngressDefaultTable  = of.Table{ID: 9, Name: "IngressDefault"}
+	ConntrackCommitTable = of.Table{ID: 10, Name: "ConntrackCommit"}
+	OutputTable          = of.Table{ID: 11, Name: "Output"}
 
 	// Pipeline lists every table in order.
 	Pipeline = []of.Table{
-		ClassifierTable, SpoofGuardTable, ConntrackTable, ConntrackStateTable,
+		ClassifierTable, SpoofGuardTable, L3ForwardingTable, ConntrackTable, ConntrackStateTable,
 		EgressRuleTable, EgressDefaultTable, L2ForwardingTable,
 		IngressRuleTable, IngressDefaultTable, ConntrackCommitTable, OutputTable,
 	}
@@ -44,21 +45,29 @@ func TableNames() map[uint8]string {
 // CtZone is the conntrack zone of all pod traffic.
 const CtZone uint16 = 65520
 
-// Registers. reg0[0..3] marks where a packet came from; reg1 holds the output
-// port chosen by L2Forwarding; reg2 and reg3 hold the conjunction id of the
-// egress and ingress rule that allowed a new connection (visible in traces).
+// Registers. reg0[0..3] marks where a packet came from (a local pod, the
+// node's gateway, the tunnel) and reg0[4] that L3Forwarding routed it to
+// the tunnel; reg1 holds the output port chosen by L2Forwarding; reg2 and
+// reg3 hold the conjunction id of the egress and ingress rule that allowed a
+// new connection (visible in traces).
 const (
 	regSource      = 0
 	regOutPort     = 1
 	regEgressRule  = 2
 	regIngressRule = 3
 
-	sourcePod uint32 = 1
+	sourcePod     uint32 = 1
+	sourceGateway uint32 = 2
+	sourceTunnel  uint32 = 3
+	sourceMask    uint32 = 0xf
+	toTunnelBit          = 4
 )
 
 // Priorities.
 const (
 	priorityEstablished uint16 = 64990
+	priorityNodeTraffic uint16 = 64900 // the node reaches its own pods whatever the policies
+	priorityARP         uint16 = 210   // ARP is forwarded by its target address
 	priorityNormal      uint16 = 200
 	priorityRule        uint16 = 200
 	priorityDefault     uint16 = 0
@@ -73,6 +82,8 @@ const (
 	CookiePod      uint64 = 2 << 48
 	CookiePolicy   uint64 = 3 << 48
 	CookieIsolate  uint64 = 4 << 48
+	CookieNetwork  uint64 = 5 << 48 // the gateway and tunnel ports; id: the ofport
+	CookieNode     uint64 = 6 << 48 // a remote node; id: its IPv4 address
 
 	CookieCategoryMask uint64 = 0xff << 48
 	CookieIDMask       uint64 = 1<<48 - 1
@@ -91,6 +102,8 @@ func PipelineFlows() []of.Flow {
 		// Unknown ports and spoofed packets are dropped (no actions).
 		{Table: ClassifierTable, Priority: priorityDefault, Cookie: c},
 		{Table: SpoofGuardTable, Priority: priorityDefault, Cookie: c},
+		// Packets that are not routed keep their addresses.
+		{Table: L3ForwardingTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(ConntrackTable)}},
 		// Every IP packet goes through conntrack.
 		{Table: ConntrackTable, Priority: priorityNormal, Cookie: c, Match: ip,
 			Actions: []of.Action{of.CT{Zone: CtZone, Table: &ctTable}}},
@@ -116,6 +129,8 @@ func PipelineFlows() []of.Flow {
 			Actions: []of.Action{of.CT{Commit: true, Zone: CtZone}, gotoTable(OutputTable)}},
 		{Table: ConntrackCommitTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(OutputTable)}},
 		{Table: OutputTable, Priority: priorityNormal, Cookie: c, Match: ip,
+			Actions: []of.Action{of.OutputReg{Reg: regOutPort, Start: 0, End: 31}}},
+		{Table: OutputTable, Priority: priorityNormal, Cookie: c, Match: of.Match{Protocol: of.ProtoARP},
 			Actions: []of.Action{of.OutputReg{Reg: regOutPort, Start: 0, End: 31}}},
 		{Table: OutputTable, Priority: priorityDefault, Cookie: c},
 	}

@@ -89,10 +89,35 @@ type unit struct {
 // the action flow, and the default drops of isolated pods. localPods maps
 // "namespace/name" to the pods on this node.
 func PolicyFlows(st *cp.NodeState, localPods map[string]interfacestore.PodInterface, ids ConjIDs) []of.Flow {
+	return appendPolicyFlows(make([]of.Flow, 0, estimatePolicyFlows(st, len(localPods))), st, localPods, ids)
+}
+
+// estimatePolicyFlows is about how many flows PolicyFlows makes, so its
+// result is allocated once (flows are large values).
+func estimatePolicyFlows(st *cp.NodeState, localPods int) int {
 	if st == nil {
-		return nil
+		return 0
 	}
-	var flows []of.Flow
+	n := 0
+	for _, pol := range st.Policies {
+		n += 2 * localPods
+		for _, r := range pol.Rules {
+			peer := directionOf(r.Direction).peers(r)
+			n += 1 + 2*len(r.Services) + 4*len(peer.IPBlocks)
+			for _, g := range peer.AddressGroups {
+				if ag := st.AddressGroups[g]; ag != nil {
+					n += len(ag.Members)
+				}
+			}
+		}
+	}
+	return n
+}
+
+func appendPolicyFlows(flows []of.Flow, st *cp.NodeState, localPods map[string]interfacestore.PodInterface, ids ConjIDs) []of.Flow {
+	if st == nil {
+		return flows
+	}
 	names := make([]string, 0, len(st.Policies))
 	for n := range st.Policies {
 		names = append(names, n)
@@ -106,7 +131,7 @@ func PolicyFlows(st *cp.NodeState, localPods map[string]interfacestore.PodInterf
 		}
 		for i, r := range pol.Rules {
 			for _, u := range ruleUnits(st, pol, i, r, targets) {
-				flows = append(flows, unitFlows(u, ids(u.key))...)
+				flows = appendUnitFlows(flows, u, ids(u.key))
 			}
 		}
 		for _, d := range []direction{ingress, egress} {
@@ -391,10 +416,10 @@ func (p portMatch) match() of.Match {
 	return m
 }
 
-// unitFlows renders one conjunction. Clauses are numbered in a fixed order:
-// peers, targets, services, only those present. A unit with only the target
-// clause needs no conjunction: its target flows carry the action.
-func unitFlows(u unit, id uint32) []of.Flow {
+// appendUnitFlows renders one conjunction. Clauses are numbered in a fixed
+// order: peers, targets, services, only those present. A unit with only the
+// target clause needs no conjunction: its target flows carry the action.
+func appendUnitFlows(flows []of.Flow, u unit, id uint32) []of.Flow {
 	cookie := CookiePolicy | uint64(id)
 	action := []of.Action{
 		of.LoadReg{Reg: u.dir.ruleReg, Start: 0, End: 31, Value: id},
@@ -403,7 +428,7 @@ func unitFlows(u unit, id uint32) []of.Flow {
 	var clauses [][]of.Match
 	if !u.anyPeer {
 		if len(u.peers) == 0 {
-			return nil // peers that match nothing: the rule allows nothing
+			return flows // peers that match nothing: the rule allows nothing
 		}
 		ms := make([]of.Match, len(u.peers))
 		for i, p := range u.peers {
@@ -418,7 +443,7 @@ func unitFlows(u unit, id uint32) []of.Flow {
 	clauses = append(clauses, targets)
 	if !u.anyPort {
 		if len(u.services) == 0 {
-			return nil
+			return flows
 		}
 		ms := make([]of.Match, len(u.services))
 		for i, s := range u.services {
@@ -428,15 +453,13 @@ func unitFlows(u unit, id uint32) []of.Flow {
 	}
 
 	if len(clauses) == 1 {
-		flows := make([]of.Flow, len(targets))
-		for i, m := range targets {
+		for _, m := range targets {
 			// One above the conjunction clauses, so an allow-all for a pod
 			// wins over a conjunction that shares its target match.
-			flows[i] = of.Flow{Table: u.dir.table, Priority: priorityRule + 1, Cookie: cookie, Match: m, Actions: action}
+			flows = append(flows, of.Flow{Table: u.dir.table, Priority: priorityRule + 1, Cookie: cookie, Match: m, Actions: action})
 		}
 		return flows
 	}
-	var flows []of.Flow
 	n := uint8(len(clauses))
 	for k, ms := range clauses {
 		for _, m := range ms {

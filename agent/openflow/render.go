@@ -15,14 +15,21 @@ type State struct {
 	Pods map[string]interfacestore.PodInterface
 	// Policy is the node's span of the controller's model.
 	Policy *cp.NodeState
+	// Network is the node's gateway and tunnel; nil renders pods and
+	// policies only (pods then reach only each other).
+	Network *NodeNetwork
+	// RemoteNodes are the other nodes, reached through the tunnel.
+	RemoteNodes []RemoteNode
 }
 
-// Render computes the node's complete flow table: the pipeline, the pods and
-// the policies. Flows with the same table, priority and match are merged into
+// Render computes the node's complete flow table: the pipeline, the pods,
+// the gateway, tunnel and remote nodes, and the policies. Flows with the same table, priority and match are merged into
 // one (their conjunction actions listed together), and the result is sorted
 // by table, priority (highest first) and match.
 func Render(st State, ids ConjIDs) []of.Flow {
-	flows := PipelineFlows()
+	pipeline := PipelineFlows()
+	flows := make([]of.Flow, 0, len(pipeline)+4*len(st.Pods)+estimatePolicyFlows(st.Policy, len(st.Pods)))
+	flows = append(flows, pipeline...)
 	keys := make([]string, 0, len(st.Pods))
 	for k := range st.Pods {
 		keys = append(keys, k)
@@ -31,7 +38,8 @@ func Render(st State, ids ConjIDs) []of.Flow {
 	for _, k := range keys {
 		flows = append(flows, PodFlows(st.Pods[k])...)
 	}
-	flows = append(flows, PolicyFlows(st.Policy, st.Pods, ids)...)
+	flows = append(flows, NetworkFlows(st.Network, st.Pods, st.RemoteNodes)...)
+	flows = appendPolicyFlows(flows, st.Policy, st.Pods, ids)
 	return merge(flows)
 }
 
@@ -52,6 +60,9 @@ func isConjunctionOnly(f of.Flow) bool {
 // flow with the lower cookie is kept, so the result does not depend on order.
 func merge(flows []of.Flow) []of.Flow {
 	byKey := make(map[string]int, len(flows))
+	// owned marks merged flows whose Actions slice merge allocated itself,
+	// so appending to it cannot touch another flow's actions.
+	owned := map[int]bool{}
 	out := make([]of.Flow, 0, len(flows))
 	for _, f := range flows {
 		k := f.Key()
@@ -64,7 +75,11 @@ func merge(flows []of.Flow) []of.Flow {
 		cur := out[i]
 		switch {
 		case isConjunctionOnly(cur) && isConjunctionOnly(f):
-			cur.Actions = append(slices.Clip(cur.Actions), f.Actions...)
+			if !owned[i] {
+				cur.Actions = slices.Clone(cur.Actions)
+				owned[i] = true
+			}
+			cur.Actions = append(cur.Actions, f.Actions...)
 			cur.Cookie = min(cur.Cookie, f.Cookie)
 			out[i] = cur
 		case f.Cookie < cur.Cookie:
@@ -93,14 +108,25 @@ func sortConjunctions(as []of.Action) {
 // SortFlows orders flows by table, priority (highest first) and match text,
 // as a reader of a flow dump expects.
 func SortFlows(flows []of.Flow) {
-	sort.SliceStable(flows, func(i, j int) bool {
-		a, b := flows[i], flows[j]
-		if a.Table.ID != b.Table.ID {
-			return a.Table.ID < b.Table.ID
+	type keyed struct {
+		f     of.Flow
+		match string
+	}
+	ks := make([]keyed, len(flows))
+	for i, f := range flows {
+		ks[i] = keyed{f, f.Match.String()}
+	}
+	sort.SliceStable(ks, func(i, j int) bool {
+		a, b := ks[i], ks[j]
+		if a.f.Table.ID != b.f.Table.ID {
+			return a.f.Table.ID < b.f.Table.ID
 		}
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
+		if a.f.Priority != b.f.Priority {
+			return a.f.Priority > b.f.Priority
 		}
-		return a.Match.String() < b.Match.String()
+		return a.match < b.match
 	})
+	for i := range ks {
+		flows[i] = ks[i].f
+	}
 }

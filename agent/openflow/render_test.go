@@ -140,7 +140,9 @@ func TestTraceVerdicts(t *testing.T) {
 		{"reply of an established connection", skeletonPolicy(), est(tcp(podB, podA, 40000)), "output:2"},
 		{"established into an isolated pod", skeletonPolicy(), est(tcp(podC, podB, 81)), "output:3"},
 		{"spoofed source ip", nil, spoofed(tcp(podA, podB, 80)), "drop"},
-		{"arp under deny-all", withRule(cp.Rule{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"none"}}}), arp(tcp(podA, podB, 0)), "NORMAL"},
+		{"arp under deny-all", withRule(cp.Rule{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"none"}}}), arp(tcp(podA, podB, 0)), "output:3"},
+		{"arp with a spoofed sender address", nil, arp(spoofed(tcp(podA, podB, 0))), "drop"},
+		{"arp for an unknown address is not flooded", nil, arp(tcp(podA, pod("x", "gone", 9), 0)), "drop"},
 		{"deny all ingress", withRule(cp.Rule{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"none"}}}), tcp(podA, podB, 80), "drop"},
 		{"allow all ingress", withRule(cp.Rule{Direction: cp.DirectionIn}), tcp(podC, podB, 9), "output:3"},
 		{"port range in", withRule(cp.Rule{Direction: cp.DirectionIn, Services: []cp.Service{{Protocol: cp.ProtocolTCP, Port: "1000", EndPort: 1100}}}), tcp(podC, podB, 1057), "output:3"},
@@ -161,7 +163,7 @@ func TestTraceVerdicts(t *testing.T) {
 			if v.String() != tc.want {
 				t.Errorf("verdict %s, want %s; path %v\nflows:\n%s", v, tc.want, v.Path, renderText(flows))
 			}
-			if v.Output != 0 && tc.pkt.CtResult == of.CtNew && !v.Committed {
+			if v.Output != 0 && tc.pkt.Proto != of.ProtoARP && tc.pkt.CtResult == of.CtNew && !v.Committed {
 				t.Errorf("a new connection was forwarded without a conntrack commit")
 			}
 		})

@@ -10,7 +10,8 @@ import (
 )
 
 // packet is what the tracer walks through the flows. CtResult is the state
-// conntrack reports when the packet is tracked (CtNew or CtEst; CtInv).
+// conntrack reports when the packet is tracked (CtNew or CtEst; CtInv). For
+// ARP, Src and Dst are the sender's and target's protocol addresses.
 type packet struct {
 	InPort   uint32
 	Proto    of.Protocol
@@ -19,6 +20,8 @@ type packet struct {
 	Src, Dst netip.Addr
 	TpDst    uint16
 	CtResult uint32
+	// TunSrc is the outer source of a packet that came through the tunnel.
+	TunSrc netip.Addr
 }
 
 // verdict is where the tracer left the packet.
@@ -26,8 +29,15 @@ type verdict struct {
 	Output    uint32 // port, 0 if none
 	Normal    bool
 	Committed bool
-	Regs      [16]uint32
-	Path      []string // table names walked
+	// TunDst, EthSrc, EthDst and TTLDecrements are the packet's tunnel
+	// destination and addresses as it left, and how often its TTL was
+	// decremented.
+	TunDst        netip.Addr
+	EthSrc        net.HardwareAddr
+	EthDst        net.HardwareAddr
+	TTLDecrements int
+	Regs          [16]uint32
+	Path          []string // table names walked
 }
 
 func (v verdict) String() string {
@@ -116,6 +126,12 @@ func (s *pktState) matches(m of.Match) bool {
 		return false
 	}
 	if m.ARPSha != nil && m.ARPSha.String() != s.EthSrc.String() {
+		return false
+	}
+	if m.ARPTpa.IsValid() && m.ARPTpa != s.Dst {
+		return false
+	}
+	if m.TunSrc.IsValid() && m.TunSrc != s.TunSrc {
 		return false
 	}
 	if m.TpDst != 0 {
@@ -218,9 +234,20 @@ func (t *tracer) trace(p packet) verdict {
 				v.Output = a.Port
 			case of.Normal:
 				v.Normal = true
+			case of.SetEthSrc:
+				s.EthSrc = a.MAC
+			case of.SetEthDst:
+				s.EthDst = a.MAC
+			case of.SetTunDst:
+				v.TunDst = a.IP
+			case of.DecTTL:
+				v.TTLDecrements++
+			default:
+				panic(fmt.Sprintf("trace: action %T is not implemented", a))
 			}
 		}
 		v.Regs = s.regs
+		v.EthSrc, v.EthDst = s.EthSrc, s.EthDst
 		if next < 0 {
 			return v
 		}

@@ -64,3 +64,8 @@ func ethtoolIoctl(ifName string, v *ethtoolValue) error {
 	}
 	return nil
 }
+
+// DisableTxChecksum turns transmit checksum offload of ifName off (in the
+// current thread's network namespace), as every interface the userspace
+// datapath exchanges packets with needs (see setTxChecksum).
+func DisableTxChecksum(ifName string) error { return setTxChecksum(ifName, false) }

@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -49,7 +52,7 @@ func (c *Config) validate() error {
 		return errors.New("podnet: network namespace path is empty")
 	case c.IfName == "" || len(c.IfName) > 15:
 		return fmt.Errorf("podnet: pod interface name %q must have 1 to 15 bytes", c.IfName)
-	case c.HostIfName == "" || len(c.HostIfName) > 15:
+	case c.HostIfName == "" || len(c.HostIfName) > 15 || strings.ContainsAny(c.HostIfName, "/ "):
 		return fmt.Errorf("podnet: host interface name %q must have 1 to 15 bytes", c.HostIfName)
 	case !c.Addr.IsValid() || !c.Addr.Addr().Is4():
 		return fmt.Errorf("podnet: pod address %s is not an IPv4 prefix", c.Addr)
@@ -112,6 +115,9 @@ func Setup(cfg Config) (Attachment, error) {
 	if err == nil {
 		err = setTxChecksum(cfg.HostIfName, false)
 	}
+	if err == nil {
+		err = ignoreARP(cfg.HostIfName)
+	}
 	if err != nil {
 		if created {
 			if derr := Teardown(cfg.HostIfName); derr != nil {
@@ -148,6 +154,20 @@ func configurePodEnd(cfg Config) error {
 	}
 	if err := netlink.RouteAdd(defaultRoute(link.Attrs().Index, cfg.Gateway)); err != nil {
 		return fmt.Errorf("adding default route via %s dev %s: %w", cfg.Gateway, cfg.IfName, err)
+	}
+	return nil
+}
+
+// ignoreARP stops the node's kernel from answering ARP requests that
+// arrive on the host end of a pod's veth. The host end is an OVS port, but
+// the kernel sees its packets too, and would otherwise answer a pod asking
+// for the gateway's IP (a local address of the node) with the veth's MAC,
+// racing the gateway's answer through OVS.
+func ignoreARP(hostIfName string) error {
+	path := filepath.Join("/proc/sys/net/ipv4/conf", hostIfName, "arp_ignore")
+	// 8: do not reply for any local address.
+	if err := os.WriteFile(path, []byte("8"), 0o644); err != nil {
+		return fmt.Errorf("disabling ARP replies on %s: %w", hostIfName, err)
 	}
 	return nil
 }

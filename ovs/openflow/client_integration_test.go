@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,17 @@ func everyFeatureFlows() []Flow {
 		{Table: tOutput, Priority: 90, Cookie: 0x30,
 			Match:   Match{Protocol: ProtoIP, Regs: []RegMatch{{Reg: 4, Value: 0, Mask: 0xffffffff}}},
 			Actions: []Action{CT{Commit: true, Zone: zone}, Normal{}}},
+		// Routing and tunnels: tun_src, arp_tpa, MAC rewrites, dec_ttl, tun_dst.
+		{Table: tClassifier, Priority: 180, Cookie: 0x40,
+			Match: Match{InPort: 5, Protocol: ProtoIP, TunSrc: netip.MustParseAddr("198.18.0.12"), IPDst: netip.MustParsePrefix("198.19.1.7/32")},
+			Actions: []Action{SetEthSrc{MAC: mac("0a:58:c6:13:01:01")}, SetEthDst{MAC: mac("aa:bb:cc:00:00:07")}, DecTTL{},
+				GotoTable{Table: tConntrack}}},
+		{Table: tClassifier, Priority: 170, Cookie: 0x40,
+			Match:   Match{Protocol: ProtoARP, ARPTpa: netip.MustParseAddr("198.19.1.1")},
+			Actions: []Action{Output{Port: 2}}},
+		{Table: tOutput, Priority: 80, Cookie: 0x40,
+			Match:   Match{Protocol: ProtoIP, IPDst: netip.MustParsePrefix("198.19.2.0/24")},
+			Actions: []Action{DecTTL{}, SetTunDst{IP: netip.MustParseAddr("198.18.0.12")}, LoadReg{Reg: 0, Start: 4, End: 4, Value: 1}, Output{Port: 5}}},
 	}
 }
 
@@ -107,7 +120,19 @@ func setup(t *testing.T, ctx context.Context) (*ovsinstance.Instance, *Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir})
+	// The daemons run in a network namespace of their own: the bridges'
+	// internal ports are devices named like the bridges, which other tests'
+	// OVS may also create at the same time.
+	ns := "ofc-" + filepath.Base(dir)[len("ofc"):]
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", ns, err, out)
+		}
+	})
+	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir, Netns: ns})
 	if err != nil {
 		t.Fatalf("start OVS: %v", err)
 	}

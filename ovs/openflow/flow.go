@@ -106,12 +106,17 @@ type Match struct {
 	IPDst    netip.Prefix
 	ARPSpa   netip.Addr
 	ARPSha   net.HardwareAddr
+	// ARPTpa matches the target protocol address of an ARP packet.
+	ARPTpa netip.Addr
 	// TpDst matches the L4 destination port when non-zero; TpDstMask, when
 	// non-zero, makes it a masked match (used for port ranges).
 	TpDst     uint16
 	TpDstMask uint16
 	// ConjID matches the conjunction id when non-zero.
 	ConjID uint32
+	// TunSrc matches the outer source IPv4 address of a packet that
+	// arrived through a tunnel port.
+	TunSrc netip.Addr
 }
 
 func prefixString(p netip.Prefix) string {
@@ -159,6 +164,9 @@ func (m Match) String() string {
 	if m.ARPSha != nil {
 		add("arp_sha=%s", m.ARPSha)
 	}
+	if m.ARPTpa.IsValid() {
+		add("arp_tpa=%s", m.ARPTpa)
+	}
 	if m.TpDst != 0 {
 		if m.TpDstMask == 0 || m.TpDstMask == 0xffff {
 			add("tp_dst=%d", m.TpDst)
@@ -168,6 +176,9 @@ func (m Match) String() string {
 	}
 	if m.ConjID != 0 {
 		add("conj_id=%d", m.ConjID)
+	}
+	if m.TunSrc.IsValid() {
+		add("tun_src=%s", m.TunSrc)
 	}
 	return strings.Join(parts, ",")
 }
@@ -216,6 +227,20 @@ type CT struct {
 // Normal hands the packet to the switch's L2 learning.
 type Normal struct{}
 
+// SetEthSrc rewrites the source MAC address.
+type SetEthSrc struct{ MAC net.HardwareAddr }
+
+// SetEthDst rewrites the destination MAC address.
+type SetEthDst struct{ MAC net.HardwareAddr }
+
+// SetTunDst sets the outer destination IPv4 address for a packet that
+// leaves through a flow-based tunnel port (options:remote_ip=flow).
+type SetTunDst struct{ IP netip.Addr }
+
+// DecTTL decrements the IPv4 TTL; a packet whose TTL runs out is dropped
+// (OVS would send it to a controller, and the bridge has none).
+type DecTTL struct{}
+
 func (Output) isAction()      {}
 func (OutputReg) isAction()   {}
 func (GotoTable) isAction()   {}
@@ -224,6 +249,10 @@ func (LoadReg) isAction()     {}
 func (SetCtMark) isAction()   {}
 func (CT) isAction()          {}
 func (Normal) isAction()      {}
+func (SetEthSrc) isAction()   {}
+func (SetEthDst) isAction()   {}
+func (SetTunDst) isAction()   {}
+func (DecTTL) isAction()      {}
 
 func (a Output) String() string { return fmt.Sprintf("output:%d", a.Port) }
 func (a OutputReg) String() string {
@@ -251,7 +280,11 @@ func (a CT) String() string {
 	}
 	return "ct(" + strings.Join(args, ",") + ")"
 }
-func (Normal) String() string { return "NORMAL" }
+func (Normal) String() string      { return "NORMAL" }
+func (a SetEthSrc) String() string { return fmt.Sprintf("set_field:%s->eth_src", a.MAC) }
+func (a SetEthDst) String() string { return fmt.Sprintf("set_field:%s->eth_dst", a.MAC) }
+func (a SetTunDst) String() string { return fmt.Sprintf("set_field:%s->tun_dst", a.IP) }
+func (DecTTL) String() string      { return "dec_ttl" }
 
 func joinActions(as []Action) string {
 	s := make([]string, len(as))

@@ -58,6 +58,21 @@ func TestFlowString(t *testing.T) {
 				"actions=load:0x3->NXM_NX_REG2[0..15],output:NXM_NX_REG1[0..15],output:2,NORMAL",
 		},
 		{
+			name: "routing and tunnel fields",
+			flow: Flow{Table: Table{ID: 2, Name: "L3Forwarding"}, Priority: 200, Cookie: 0x5,
+				Match: Match{InPort: 9, Protocol: ProtoIP, Regs: []RegMatch{{Reg: 0, Value: 3, Mask: 0xf}},
+					IPDst: netip.MustParsePrefix("198.19.1.7/32"), TunSrc: netip.MustParseAddr("198.18.0.12")},
+				Actions: []Action{SetEthSrc{MAC: mustMAC("0a:58:c6:13:01:01")}, SetEthDst{MAC: mustMAC("aa:bb:cc:00:00:07")},
+					DecTTL{}, SetTunDst{IP: netip.MustParseAddr("198.18.0.13")}, Output{Port: 1}}},
+			want: "cookie=0x5,table=L3Forwarding,priority=200,ip,in_port=9,reg0=0x3/0xf,nw_dst=198.19.1.7,tun_src=198.18.0.12 " +
+				"actions=set_field:0a:58:c6:13:01:01->eth_src,set_field:aa:bb:cc:00:00:07->eth_dst,dec_ttl,set_field:198.18.0.13->tun_dst,output:1",
+		},
+		{
+			name: "arp target",
+			flow: Flow{Priority: 210, Match: Match{Protocol: ProtoARP, ARPTpa: netip.MustParseAddr("198.19.1.1")}, Actions: []Action{Output{Port: 2}}},
+			want: "cookie=0x0,table=0,priority=210,arp,arp_tpa=198.19.1.1 actions=output:2",
+		},
+		{
 			name: "ct to a table",
 			flow: Flow{Table: Table{ID: 1, Name: "Conntrack"}, Priority: 100,
 				Match: Match{Protocol: ProtoIP}, Actions: []Action{CT{Zone: 65520, Table: &Table{ID: 2, Name: "ConntrackState"}}}},
@@ -105,6 +120,12 @@ func TestFlowModRejectsInvalidFlows(t *testing.T) {
 		{"output in exec", Flow{Match: ip, Actions: []Action{CT{Commit: true, Exec: []Action{Output{Port: 1}}}}}, "only set_field of ct_mark"},
 		{"nil action", Flow{Actions: []Action{nil}}, "nil action"},
 		{"output 0", Flow{Actions: []Action{Output{}}}, "port 0"},
+		{"arp_tpa without arp", Flow{Match: Match{Protocol: ProtoIP, ARPTpa: netip.MustParseAddr("198.18.0.1")}}, "arp_tpa needs"},
+		{"arp_tpa and nw_dst", Flow{Match: Match{Protocol: ProtoARP, ARPTpa: netip.MustParseAddr("198.18.0.1"), IPDst: netip.MustParsePrefix("198.18.0.2/32")}}, "same field"},
+		{"IPv6 tun_src", Flow{Match: Match{TunSrc: netip.MustParseAddr("2001:db8::1")}}, "only IPv4"},
+		{"short eth_src", Flow{Actions: []Action{SetEthSrc{MAC: net.HardwareAddr{1}}}}, "not a MAC"},
+		{"short eth_dst", Flow{Actions: []Action{SetEthDst{}}}, "not a MAC"},
+		{"IPv6 tun_dst", Flow{Actions: []Action{SetTunDst{IP: netip.MustParseAddr("2001:db8::1")}}}, "only IPv4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := flowMod(tc.flow, openflow15.FC_ADD)

@@ -154,6 +154,15 @@ func matchFields(m Match) ([]*openflow15.MatchField, error) {
 		}
 		add(openflow15.NewArpShaField(m.ARPSha))
 	}
+	if m.ARPTpa.IsValid() {
+		if !isARP || !m.ARPTpa.Is4() {
+			return nil, errors.New("arp_tpa needs protocol arp and an IPv4 address")
+		}
+		if m.IPDst.IsValid() {
+			return nil, errors.New("arp_tpa and nw_dst both set: for arp they are the same field")
+		}
+		add(openflow15.NewArpTpaField(net.IP(m.ARPTpa.AsSlice())))
+	}
 	if m.TpDst != 0 {
 		var f *openflow15.MatchField
 		switch m.Protocol {
@@ -177,6 +186,12 @@ func matchFields(m Match) ([]*openflow15.MatchField, error) {
 	if m.ConjID != 0 {
 		add(openflow15.NewConjIDMatchField(m.ConjID))
 	}
+	if m.TunSrc.IsValid() {
+		if !m.TunSrc.Is4() {
+			return nil, fmt.Errorf("tun_src=%s: only IPv4 is supported", m.TunSrc)
+		}
+		add(openflow15.NewTunnelIpv4SrcField(net.IP(m.TunSrc.AsSlice()), nil))
+	}
 	return fields, nil
 }
 
@@ -199,16 +214,19 @@ func instructions(table Table, actions []Action) ([]openflow15.Instruction, erro
 		}
 	}
 	if len(actions) > 0 {
+		// The actions are collected and the length set once: AddAction
+		// recomputes the length over all actions each time, which is
+		// quadratic for a clause flow shared by thousands of rules.
 		apply := openflow15.NewInstrApplyActions()
+		apply.Actions = make([]openflow15.Action, 0, len(actions))
 		for _, a := range actions {
 			ofa, err := action(a, false)
 			if err != nil {
 				return nil, err
 			}
-			if err := apply.AddAction(ofa, false); err != nil {
-				return nil, fmt.Errorf("%s: %w", a, err)
-			}
+			apply.Actions = append(apply.Actions, ofa)
 		}
+		apply.Length = apply.Len()
 		instrs = append(instrs, apply)
 	}
 	if gotoTable != nil {
@@ -290,6 +308,23 @@ func action(a Action, inCT bool) (openflow15.Action, error) {
 			ct.AddAction(ofa)
 		}
 		return ct, nil
+	case SetEthSrc:
+		if len(a.MAC) != 6 {
+			return nil, fmt.Errorf("%s: not a MAC address", a)
+		}
+		return openflow15.NewActionSetField(*openflow15.NewEthSrcField(a.MAC, nil)), nil
+	case SetEthDst:
+		if len(a.MAC) != 6 {
+			return nil, fmt.Errorf("%s: not a MAC address", a)
+		}
+		return openflow15.NewActionSetField(*openflow15.NewEthDstField(a.MAC, nil)), nil
+	case SetTunDst:
+		if !a.IP.Is4() {
+			return nil, fmt.Errorf("%s: only IPv4 is supported", a)
+		}
+		return openflow15.NewActionSetField(*openflow15.NewTunnelIpv4DstField(net.IP(a.IP.AsSlice()), nil)), nil
+	case DecTTL:
+		return openflow15.NewActionDecNwTtl(), nil
 	case GotoTable:
 		return nil, fmt.Errorf("%s must be the last action", a)
 	case nil:

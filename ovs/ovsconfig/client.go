@@ -225,24 +225,110 @@ func (c *Client) SetTableNames(ctx context.Context, names map[uint8]string) erro
 // error returned. An existing port of the same name on the bridge is
 // returned as it is.
 func (c *Client) CreatePort(ctx context.Context, name, ifType string, externalIDs map[string]string) (Port, error) {
+	existing, err := c.lookupPort(ctx, name)
+	if err != nil {
+		return Port{}, err
+	}
+	if existing != nil {
+		return c.waitOFPort(ctx, name, existing.UUID, 0)
+	}
+	return c.createPort(ctx, PortSpec{Name: name, Type: ifType, ExternalIDs: externalIDs})
+}
+
+// PortSpec describes a port with one interface for EnsurePort.
+type PortSpec struct {
+	Name string
+	// Type is the interface type: "" for a system device, "internal",
+	// "geneve", "vxlan", ...
+	Type string
+	// Options are the interface's options, e.g. remote_ip=flow for a
+	// flow-based tunnel.
+	Options map[string]string
+	// MAC, if set, is the interface's MAC address (Interface.mac; OVS
+	// applies it to internal ports).
+	MAC string
+	// ExternalIDs mark the port; the owner mark is added unless set.
+	ExternalIDs map[string]string
+}
+
+// EnsurePort makes the bridge have the port as spec describes it: it
+// creates the port, or updates the type, options and MAC of an existing
+// port of that name on the bridge (and its external IDs) when they differ,
+// and returns once ovs-vswitchd gave the interface an ofport. It is what
+// the agent uses for its own gateway and tunnel ports, whose settings must
+// survive restarts unchanged.
+func (c *Client) EnsurePort(ctx context.Context, spec PortSpec) (Port, error) {
+	existing, err := c.lookupPort(ctx, spec.Name)
+	if err != nil {
+		return Port{}, err
+	}
+	if existing == nil {
+		return c.createPort(ctx, spec)
+	}
+	if len(existing.Interfaces) != 1 {
+		return Port{}, fmt.Errorf("ovsconfig: port %s has %d interfaces, want 1", spec.Name, len(existing.Interfaces))
+	}
+	iface := &vswitchd.Interface{UUID: existing.Interfaces[0]}
+	if err := c.ovs.Get(ctx, iface); err != nil {
+		return Port{}, fmt.Errorf("ovsconfig: interface of port %s: %w", spec.Name, err)
+	}
+	ids := withOwner(spec.ExternalIDs)
+	var mac *string
+	if spec.MAC != "" {
+		mac = &spec.MAC
+	}
+	sameMAC := (mac == nil && iface.MAC == nil) || (mac != nil && iface.MAC != nil && *mac == *iface.MAC)
+	if iface.Type == spec.Type && maps.Equal(iface.Options, spec.Options) && sameMAC && maps.Equal(existing.ExternalIDs, ids) {
+		return c.waitOFPort(ctx, spec.Name, existing.UUID, 0)
+	}
+	newIface := *iface
+	newIface.Type, newIface.Options, newIface.MAC = spec.Type, spec.Options, mac
+	if newIface.Options == nil {
+		newIface.Options = map[string]string{}
+	}
+	ops, err := c.ovs.Where(&newIface).Update(&newIface, &newIface.Type, &newIface.Options, &newIface.MAC)
+	if err != nil {
+		return Port{}, fmt.Errorf("ovsconfig: update port %s: %w", spec.Name, err)
+	}
+	newPort := *existing
+	newPort.ExternalIDs = ids
+	portOps, err := c.ovs.Where(&newPort).Update(&newPort, &newPort.ExternalIDs)
+	if err != nil {
+		return Port{}, fmt.Errorf("ovsconfig: update port %s: %w", spec.Name, err)
+	}
+	_, cfg, err := c.transact(ctx, "update port "+spec.Name, append(ops, portOps...))
+	if err != nil {
+		return Port{}, err
+	}
+	klog.FromContext(ctx).Info("Updated port", "port", spec.Name, "type", spec.Type, "options", spec.Options)
+	return c.waitOFPort(ctx, spec.Name, existing.UUID, cfg)
+}
+
+// lookupPort returns the bridge's port of that name, nil if there is
+// none, and an error if it belongs to another bridge.
+func (c *Client) lookupPort(ctx context.Context, name string) (*vswitchd.Port, error) {
 	if name == "" {
-		return Port{}, errors.New("ovsconfig: port name is empty")
+		return nil, errors.New("ovsconfig: port name is empty")
 	}
 	br, err := c.getBridge(ctx)
 	if err != nil {
-		return Port{}, err
+		return nil, err
 	}
 	existing := &vswitchd.Port{Name: name}
 	switch err := c.ovs.Get(ctx, existing); {
 	case err == nil:
 		if !slices.Contains(br.Ports, existing.UUID) {
-			return Port{}, fmt.Errorf("ovsconfig: port %s exists on another bridge", name)
+			return nil, fmt.Errorf("ovsconfig: port %s exists on another bridge", name)
 		}
-		return c.waitOFPort(ctx, name, existing.UUID, 0)
-	case !errors.Is(err, client.ErrNotFound):
-		return Port{}, fmt.Errorf("ovsconfig: look up port %s: %w", name, err)
+		return existing, nil
+	case errors.Is(err, client.ErrNotFound):
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("ovsconfig: look up port %s: %w", name, err)
 	}
+}
 
+func withOwner(externalIDs map[string]string) map[string]string {
 	ids := maps.Clone(externalIDs)
 	if ids == nil {
 		ids = map[string]string{}
@@ -250,7 +336,20 @@ func (c *Client) CreatePort(ctx context.Context, name, ifType string, externalID
 	if _, ok := ids[OwnerKey]; !ok {
 		ids[OwnerKey] = OwnerValue
 	}
-	iface := vswitchd.Interface{UUID: "new_iface", Name: name, Type: ifType}
+	return ids
+}
+
+func (c *Client) createPort(ctx context.Context, spec PortSpec) (Port, error) {
+	name, ifType := spec.Name, spec.Type
+	br, err := c.getBridge(ctx)
+	if err != nil {
+		return Port{}, err
+	}
+	ids := withOwner(spec.ExternalIDs)
+	iface := vswitchd.Interface{UUID: "new_iface", Name: name, Type: ifType, Options: spec.Options}
+	if spec.MAC != "" {
+		iface.MAC = &spec.MAC
+	}
 	port := vswitchd.Port{UUID: "new_port", Name: name, Interfaces: []string{iface.UUID}, ExternalIDs: ids}
 	ops, err := c.create(&iface, &port)
 	if err != nil {

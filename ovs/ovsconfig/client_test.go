@@ -343,3 +343,56 @@ func TestPorts(t *testing.T) {
 		t.Fatalf("%d interfaces left, %v; want 2 (br-test, gw)", len(ifaces), err)
 	}
 }
+
+func TestEnsurePort(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newTestClient(t)
+	if err := c.EnsureBridge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	iface := func(name string) *vswitchd.Interface {
+		t.Helper()
+		i := &vswitchd.Interface{Name: name}
+		if err := c.ovs.Get(ctx, i); err != nil {
+			t.Fatalf("interface %s: %v", name, err)
+		}
+		return i
+	}
+	spec := PortSpec{Name: "tun0", Type: "geneve", Options: map[string]string{"remote_ip": "flow", "key": "flow"},
+		ExternalIDs: map[string]string{"kind": "tunnel"}}
+	p, err := c.EnsurePort(ctx, spec)
+	if err != nil {
+		t.Fatalf("EnsurePort: %v", err)
+	}
+	if got := iface("tun0"); got.Type != "geneve" || !cmp.Equal(got.Options, spec.Options) || got.MAC != nil {
+		t.Fatalf("interface = %+v", got)
+	}
+	if p.OFPort <= 0 || !cmp.Equal(p.ExternalIDs, map[string]string{"kind": "tunnel", OwnerKey: OwnerValue}) {
+		t.Fatalf("port = %+v", p)
+	}
+
+	root, _ := c.root(ctx)
+	cfg := root.NextCfg
+	if again, err := c.EnsurePort(ctx, spec); err != nil || !cmp.Equal(again, p) {
+		t.Fatalf("EnsurePort of an unchanged port = %+v, %v; want %+v", again, err, p)
+	}
+	if root, _ := c.root(ctx); root.NextCfg != cfg {
+		t.Fatalf("EnsurePort of an unchanged port wrote to the database")
+	}
+
+	spec.Type, spec.Options = "vxlan", map[string]string{"remote_ip": "flow"}
+	spec.MAC = "0a:58:c6:13:01:01"
+	changed, err := c.EnsurePort(ctx, spec)
+	if err != nil {
+		t.Fatalf("EnsurePort with new settings: %v", err)
+	}
+	if got := iface("tun0"); got.Type != "vxlan" || !cmp.Equal(got.Options, spec.Options) || got.MAC == nil || *got.MAC != spec.MAC {
+		t.Fatalf("interface after update = %+v", got)
+	}
+	if changed.OFPort != p.OFPort {
+		t.Fatalf("ofport changed from %d to %d on update", p.OFPort, changed.OFPort)
+	}
+	if _, err := c.EnsurePort(ctx, PortSpec{}); err == nil {
+		t.Fatalf("EnsurePort without a name succeeded")
+	}
+}

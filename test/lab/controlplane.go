@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 
 	"palisade.dev/palisade/test/lab/layout"
@@ -110,12 +111,13 @@ func agentArgs(agent, kubeconfig string, i int, nd layout.NodeDir, ovsDBSock, of
 		"--datapath-type", "netdev",
 		"--cni-socket", nd.CNISocket(),
 		"--state-dir", nd.Agent(),
+		"--controller-token-file", filepath.Join(nd.Agent(), agentTokenFile),
 		"--v=2",
 	}
 }
 
 func controllerURL() string {
-	return "http://" + net.JoinHostPort(layout.HostIP.String(), strconv.Itoa(layout.ControllerPort))
+	return "https://" + net.JoinHostPort(layout.HostIP.String(), strconv.Itoa(layout.ControllerPort))
 }
 
 func runtimeArgs(dir string, i int, cniBinDir string) []string {

@@ -270,6 +270,12 @@ func (l *Lab) startNode(ctx context.Context, i int) error {
 	if err != nil {
 		return err
 	}
+	if err := underlay.MoveToOVS(ctx, i, inst.Vsctl); err != nil {
+		return err
+	}
+	if err := l.writeAgentToken(ctx, i, nd); err != nil {
+		return err
+	}
 	args := agentArgs(filepath.Join(l.opts.BinDir, agentBinary), l.dir.Kubeconfig(), i, nd, inst.DBSock, inst.MgmtSock, inst.Bridge)
 	_, err = l.start(ctx, name+"-agent", tierNodes, "ip", args, filepath.Join(nd.Logs(), "agent.log"))
 	return err

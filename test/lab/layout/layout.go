@@ -24,6 +24,13 @@ const (
 	HostVethPrefix = "plab-n"
 	// NodeIfName is the underlay interface inside a node's namespace.
 	NodeIfName = "eth0"
+	// PhysBridge is the OVS bridge in a node that holds NodeIfName as a
+	// port and the node's address on its internal interface, so that the
+	// userspace datapath's tunnels can use the underlay.
+	PhysBridge = "br-phy"
+	// UnderlayMTU is the MTU of the underlay; pods get UnderlayMTU minus
+	// the tunnel's 50 bytes.
+	UnderlayMTU = 1500
 	// UnderlayPrefixLen is the prefix length of the underlay subnet.
 	UnderlayPrefixLen = 24
 	// ServiceCIDR is the cluster's service IP range.
