@@ -91,10 +91,18 @@ func (h *watchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	logger := klog.LoggerWithValues(h.logger, "node", node, "remote", r.RemoteAddr)
-	watcher := h.store.Watch(node)
+	token := r.URL.Query().Get(controlplane.ResumeParam)
+	watcher, resumed := h.store.Resume(node, token)
 	defer watcher.Stop()
-	logger.V(2).Info("Watch started")
+	mode := controlplane.WatchModeList
+	if resumed {
+		mode = controlplane.WatchModeResume
+	}
+	// A token that cannot resume (malformed, from a restarted controller,
+	// older than the node's history) gets the whole state.
+	logger.V(2).Info("Watch started", "mode", mode, "resumeFrom", token)
 
+	w.Header().Set(controlplane.WatchModeHeader, mode)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)

@@ -11,6 +11,8 @@ package apiserver
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"reflect"
 	"slices"
@@ -20,7 +22,8 @@ import (
 )
 
 // DefaultBufferSize is how many events a watcher may have pending, beyond its
-// initial state, before it is dropped.
+// initial state, before it is dropped. It is also how many of a node's
+// latest events the store keeps for agents that resume a watch.
 const DefaultBufferSize = 1000
 
 var (
@@ -41,11 +44,18 @@ var (
 // Spans are kept with reference counts, so the cost of a change is
 // proportional to the nodes and members it touches. No method blocks on a
 // watcher: a watcher that falls behind is dropped.
+//
+// Every event gets a resourceVersion (RV) from a store-wide counter. Once a
+// node has been watched, the store keeps its latest events (at least
+// bufferSize of them), so that an agent that reconnects with the token of
+// the last event it received gets only the events it missed (Resume).
 type Store struct {
-	bufferSize int
+	bufferSize  int
+	incarnation string // changes with every store, so old tokens are refused
 
 	mu       sync.Mutex
 	synced   bool
+	rv       uint64 // the RV of the latest event, or of the latest new node
 	policies map[string]*policyItem
 	atgs     map[string]*atgItem
 	ags      map[string]*agItem
@@ -69,6 +79,7 @@ type atgItem struct {
 
 type agItem struct {
 	published bool
+	withPorts bool // members are sent with their ports
 	members   map[string]*controlplane.GroupMember
 	nodes     map[string]int // node -> number of policies in its span using the group
 	policies  map[string]struct{}
@@ -81,6 +92,12 @@ type nodeItem struct {
 	atgs     map[string]struct{}
 	ags      map[string]struct{}
 	watchers map[*Watcher]struct{}
+
+	// Once the node has been watched (tracked), history holds its events
+	// in RV order: every event of the node with an RV above floor.
+	tracked bool
+	floor   uint64
+	history []controlplane.Event
 }
 
 // NewStore returns a store whose watchers may each have bufferSize events
@@ -89,13 +106,16 @@ func NewStore(bufferSize int) *Store {
 	if bufferSize < 1 {
 		bufferSize = 1
 	}
+	id := make([]byte, 8)
+	_, _ = rand.Read(id) // never fails
 	return &Store{
-		bufferSize: bufferSize,
-		policies:   map[string]*policyItem{},
-		atgs:       map[string]*atgItem{},
-		ags:        map[string]*agItem{},
-		nodes:      map[string]*nodeItem{},
-		pending:    map[*nodeItem][]controlplane.Event{},
+		bufferSize:  bufferSize,
+		incarnation: hex.EncodeToString(id),
+		policies:    map[string]*policyItem{},
+		atgs:        map[string]*atgItem{},
+		ags:         map[string]*agItem{},
+		nodes:       map[string]*nodeItem{},
+		pending:     map[*nodeItem][]controlplane.Event{},
 	}
 }
 
@@ -112,6 +132,7 @@ func (s *Store) SetSynced() {
 		if len(n.watchers) == 0 {
 			continue
 		}
+		s.track(n)
 		initial := s.initialEvents(n)
 		for w := range n.watchers {
 			w.push(initial, true)
@@ -254,6 +275,41 @@ func (s *Store) DeleteGroup(kind controlplane.Kind, name string) {
 	}
 }
 
+// SetAddressGroupPorts says whether the AddressGroup's members are sent with
+// their named ports. AddressGroup members are always sent without their
+// node (GroupMember.AsPeer). When it changes, the nodes of the group's span
+// get the members that have ports again, with or without them.
+func (s *Store) SetAddressGroupPorts(name string, withPorts bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.flush()
+	a := s.ag(name)
+	if a.withPorts == withPorts {
+		return
+	}
+	a.withPorts = withPorts
+	a.snapshot = nil
+	var again []*controlplane.GroupMember
+	for _, m := range a.members {
+		if len(m.Ports) > 0 {
+			again = append(again, m)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	var ev *controlplane.Event // built once for all nodes
+	for node := range a.nodes {
+		s.emit(s.nodes[node], func() controlplane.Event {
+			if ev == nil {
+				ev = &controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAddressGroup, Name: name,
+					Patch: newPatch(again, again, peerForm(withPorts))}
+			}
+			return *ev
+		})
+	}
+}
+
 // nodeChange is what one group change does to one node's members.
 type nodeChange struct {
 	before         int
@@ -326,7 +382,7 @@ func (s *Store) updateATG(name string, a *atgItem, added, removed []*controlplan
 		case after > 0:
 			s.emit(n, func() controlplane.Event {
 				return controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAppliedToGroup, Name: name,
-					Patch: newPatch(c.added, c.removed)}
+					Patch: newPatch(c.added, c.removed, nil)}
 			})
 		}
 	}
@@ -352,7 +408,7 @@ func (s *Store) updateAG(name string, a *agItem, added, removed []*controlplane.
 		s.emit(s.nodes[node], func() controlplane.Event {
 			if ev == nil {
 				ev = &controlplane.Event{Type: controlplane.Modified, Kind: controlplane.KindAddressGroup, Name: name,
-					Patch: newPatch(added, gone)}
+					Patch: newPatch(added, gone, peerForm(a.withPorts))}
 			}
 			return *ev
 		})
@@ -453,16 +509,38 @@ func (s *Store) ag(name string) *agItem {
 func (s *Store) node(name string) *nodeItem {
 	n, ok := s.nodes[name]
 	if !ok {
+		// A new RV, above every token given out for an earlier item of
+		// the same node: those cannot resume here.
+		s.rv++
 		n = &nodeItem{
 			name:     name,
 			policies: map[string]struct{}{},
 			atgs:     map[string]struct{}{},
 			ags:      map[string]struct{}{},
 			watchers: map[*Watcher]struct{}{},
+			floor:    s.rv,
 		}
 		s.nodes[name] = n
 	}
 	return n
+}
+
+// track starts keeping n's history, from now on.
+func (s *Store) track(n *nodeItem) {
+	if !n.tracked {
+		n.tracked, n.floor = true, s.rv
+	}
+}
+
+// record appends events to n's history, keeping at least bufferSize of
+// them (trimmed in batches, so appending stays cheap).
+func (s *Store) record(n *nodeItem, events []controlplane.Event) {
+	n.history = append(n.history, events...)
+	if len(n.history) > 2*s.bufferSize {
+		drop := len(n.history) - s.bufferSize
+		n.floor = n.history[drop-1].RV
+		n.history = append([]controlplane.Event(nil), n.history[drop:]...)
+	}
 }
 
 // collectNode drops a node with an empty span and no watchers.
@@ -474,25 +552,33 @@ func (s *Store) collectNode(n *nodeItem) {
 
 func (s *Store) agSnapshot(name string, a *agItem) *controlplane.AddressGroup {
 	if a.snapshot == nil {
-		a.snapshot = &controlplane.AddressGroup{Name: name, Members: sortedMembers(a.members)}
+		members := sortedMembers(a.members)
+		for i := range members {
+			members[i] = members[i].AsPeer(a.withPorts)
+		}
+		a.snapshot = &controlplane.AddressGroup{Name: name, Members: members}
 	}
 	return a.snapshot
 }
 
-// emit queues the event made by ev for n's watchers; nothing is made for a
-// node nobody watches, or before the model is synced (watchers then get
-// their initial state at SetSynced).
+// emit queues the event made by ev for n's watchers and history, with the
+// next RV; nothing is made for a node that was never watched, or before the
+// model is synced (watchers then get their initial state at SetSynced).
 func (s *Store) emit(n *nodeItem, ev func() controlplane.Event) {
-	if !s.synced || len(n.watchers) == 0 {
+	if !s.synced || !n.tracked {
 		return
 	}
-	s.pending[n] = append(s.pending[n], ev())
+	e := ev()
+	s.rv++
+	e.RV = s.rv
+	s.pending[n] = append(s.pending[n], e)
 }
 
-// flush pushes the pending events of the change to the watchers, dropping
-// the watchers that fell behind.
+// flush records the pending events of the change and pushes them to the
+// watchers, dropping the watchers that fell behind.
 func (s *Store) flush() {
 	for n, events := range s.pending {
+		s.record(n, events)
 		for w := range n.watchers {
 			if !w.push(events, false) {
 				delete(n.watchers, w)
@@ -504,22 +590,27 @@ func (s *Store) flush() {
 }
 
 // initialEvents are n's span as ADDED events, groups before the policies
-// that use them, then a BOOKMARK.
+// that use them, then a BOOKMARK, all at the current RV.
 func (s *Store) initialEvents(n *nodeItem) []controlplane.Event {
 	events := make([]controlplane.Event, 0, len(n.ags)+len(n.atgs)+len(n.policies)+1)
 	for _, name := range sortedKeys(n.ags) {
-		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAddressGroup, Name: name,
+		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAddressGroup, Name: name, RV: s.rv,
 			AddressGroup: s.agSnapshot(name, s.ags[name])})
 	}
 	for _, name := range sortedKeys(n.atgs) {
-		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAppliedToGroup, Name: name,
+		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindAppliedToGroup, Name: name, RV: s.rv,
 			AppliedToGroup: &controlplane.AppliedToGroup{Name: name, Members: sortedMembers(s.atgs[name].byNode[n.name])}})
 	}
 	for _, name := range sortedKeys(n.policies) {
-		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindNetworkPolicy, Name: name,
+		events = append(events, controlplane.Event{Type: controlplane.Added, Kind: controlplane.KindNetworkPolicy, Name: name, RV: s.rv,
 			NetworkPolicy: s.policies[name].policy})
 	}
-	return append(events, controlplane.Event{Type: controlplane.Bookmark})
+	return append(events, s.bookmark())
+}
+
+// bookmark is a BOOKMARK at the current RV.
+func (s *Store) bookmark() controlplane.Event {
+	return controlplane.Event{Type: controlplane.Bookmark, RV: s.rv, Incarnation: s.incarnation}
 }
 
 // NodeState returns a copy of node's span as the store holds it.
@@ -548,15 +639,45 @@ func (s *Store) NodeState(node string) *controlplane.NodeState {
 // for every object in the span and a BOOKMARK (as soon as the model is
 // synced), then the changes. Call Stop when done.
 func (s *Store) Watch(node string) *Watcher {
+	w, _ := s.Resume(node, "")
+	return w
+}
+
+// Resume starts a watch of node's span from a resume token: the RV of the
+// last event the client received (FormatResumeToken of the BOOKMARK's
+// Incarnation and an event's RV). If the store holds every event of the
+// node since then, the watcher gets those events and a BOOKMARK, then the
+// changes, and resumed is true. Otherwise (no or an invalid token, one from
+// another store, or too old) it is a watch as Watch starts it.
+func (s *Store) Resume(node, token string) (w *Watcher, resumed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.node(node)
-	w := &Watcher{store: s, node: node, limit: s.bufferSize, ready: make(chan struct{}, 1)}
+	w = &Watcher{store: s, node: node, limit: s.bufferSize, ready: make(chan struct{}, 1)}
 	if s.synced {
-		w.push(s.initialEvents(n), true)
+		if missed, ok := s.since(n, token); ok {
+			w.push(append(missed, s.bookmark()), true)
+			resumed = true
+		} else {
+			s.track(n)
+			w.push(s.initialEvents(n), true)
+		}
 	}
 	n.watchers[w] = struct{}{}
-	return w
+	return w, resumed
+}
+
+// since returns n's events after token, if the history holds all of them.
+func (s *Store) since(n *nodeItem, token string) ([]controlplane.Event, bool) {
+	if token == "" || !n.tracked {
+		return nil, false
+	}
+	incarnation, rv, err := controlplane.ParseResumeToken(token)
+	if err != nil || incarnation != s.incarnation || rv < n.floor || rv > s.rv {
+		return nil, false
+	}
+	i, _ := slices.BinarySearchFunc(n.history, rv+1, func(e controlplane.Event, rv uint64) int { return cmp.Compare(e.RV, rv) })
+	return slices.Clone(n.history[i:]), true
 }
 
 func (s *Store) remove(w *Watcher) {
@@ -657,13 +778,18 @@ func (w *Watcher) Stop() {
 	w.store.remove(w)
 }
 
-// newPatch is the patch of a group change. Removed members carry only their
-// Pod: agents match members by pod, and a small patch is what makes a
-// change cheap to send.
-func newPatch(added, removed []*controlplane.GroupMember) *controlplane.GroupPatch {
+// newPatch is the patch of a group change, its added members in the form
+// form makes (nil: as they are). Removed members carry only their Pod:
+// agents match members by pod, and a small patch is what makes a change
+// cheap to send.
+func newPatch(added, removed []*controlplane.GroupMember, form func(controlplane.GroupMember) controlplane.GroupMember) *controlplane.GroupPatch {
 	p := &controlplane.GroupPatch{}
 	for _, m := range added {
-		p.Added = append(p.Added, *m)
+		if form != nil {
+			p.Added = append(p.Added, form(*m))
+		} else {
+			p.Added = append(p.Added, *m)
+		}
 	}
 	for _, m := range removed {
 		p.Removed = append(p.Removed, controlplane.GroupMember{Pod: m.Pod})
@@ -672,6 +798,11 @@ func newPatch(added, removed []*controlplane.GroupMember) *controlplane.GroupPat
 	slices.SortFunc(p.Added, byKey)
 	slices.SortFunc(p.Removed, byKey)
 	return p
+}
+
+// peerForm is how AddressGroup members are sent.
+func peerForm(withPorts bool) func(controlplane.GroupMember) controlplane.GroupMember {
+	return func(m controlplane.GroupMember) controlplane.GroupMember { return m.AsPeer(withPorts) }
 }
 
 // addressGroupsOf returns the distinct AddressGroups of p's rules in order

@@ -20,6 +20,10 @@ import (
 	cp "palisade.dev/palisade/controller/apis/controlplane"
 )
 
+// ignoreRV leaves out the resume fields where a test checks only what the
+// events say.
+var ignoreRV = cmpopts.IgnoreFields(cp.Event{}, "RV", "Incarnation")
+
 func member(name, node, ip string) cp.GroupMember {
 	return cp.GroupMember{Pod: cp.PodReference{Namespace: "a", Name: name}, IPs: []string{ip}, Node: node}
 }
@@ -63,8 +67,20 @@ func newWebStore(bufferSize int, web, clients []cp.GroupMember) *Store {
 	return s
 }
 
+// agAdded is the ADDED event of an AddressGroup: its members as peers.
 func agAdded(name string, members ...cp.GroupMember) cp.Event {
-	return cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: name, AddressGroup: &cp.AddressGroup{Name: name, Members: orEmpty(members)}}
+	return cp.Event{Type: cp.Added, Kind: cp.KindAddressGroup, Name: name, AddressGroup: &cp.AddressGroup{Name: name, Members: orEmpty(asPeers(members, false))}}
+}
+
+func asPeers(ms []cp.GroupMember, withPorts bool) []cp.GroupMember {
+	if ms == nil {
+		return nil
+	}
+	out := make([]cp.GroupMember, len(ms))
+	for i, m := range ms {
+		out[i] = m.AsPeer(withPorts)
+	}
+	return out
 }
 
 func atgAdded(name string, members ...cp.GroupMember) cp.Event {
@@ -86,7 +102,12 @@ func policyEvent(t cp.EventType, p *cp.NetworkPolicy) cp.Event {
 	return ev
 }
 
+// patchEvent is a MODIFIED event of a group; an AddressGroup's added
+// members are peers.
 func patchEvent(kind cp.Kind, name string, added, removed []cp.GroupMember) cp.Event {
+	if kind == cp.KindAddressGroup {
+		added = asPeers(added, false)
+	}
 	return cp.Event{Type: cp.Modified, Kind: kind, Name: name, Patch: &cp.GroupPatch{Added: added, Removed: removed}}
 }
 
@@ -118,7 +139,7 @@ func TestSpan(t *testing.T) {
 			got = w.queue
 			w.mu.Unlock()
 		}
-		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty(), ignoreRV); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", what, diff)
 		}
 	}
@@ -236,7 +257,7 @@ func (s *stream) expect(t *testing.T, what string, want ...cp.Event) {
 			t.Fatalf("%s: timed out after %d of %d events: %+v", what, len(got), len(want), got)
 		}
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, ignoreRV); diff != "" {
 		t.Errorf("%s: events mismatch (-want +got):\n%s", what, diff)
 	}
 }
@@ -372,7 +393,7 @@ func TestWatchRequests(t *testing.T) {
 		{name: "authorization unavailable", method: http.MethodGet, path: cp.WatchPath + "?node=node1", token: "broken",
 			wantStatus: http.StatusServiceUnavailable, wantBody: "the apiserver is unreachable"},
 		{name: "own node", method: http.MethodGet, path: cp.WatchPath + "?node=node1", token: "node1-token",
-			wantStatus: http.StatusOK, wantBody: `{"type":"BOOKMARK"}`},
+			wantStatus: http.StatusOK, wantBody: `{"type":"BOOKMARK","rv":`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -406,4 +427,39 @@ func TestWatchRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAddressGroupPorts checks that AddressGroup members travel without
+// their node, with their ports only while SetAddressGroupPorts says so, and
+// that a change resends only the members that have ports.
+func TestAddressGroupPorts(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	named := client1
+	named.Ports = []cp.NamedPort{{Name: "http", Port: 8080, Protocol: cp.ProtocolTCP}}
+	s := newWebStore(DefaultBufferSize, []cp.GroupMember{web1}, []cp.GroupMember{named, client2})
+	w := s.Watch("node1")
+	t.Cleanup(w.Stop)
+	next := func(what string, want ...cp.Event) {
+		t.Helper()
+		got, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty(), ignoreRV); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", what, diff)
+		}
+	}
+	next("initial", agAdded("clients", named, client2), atgAdded("web", web1), policyEvent(cp.Added, webPolicy()), cp.Event{Type: cp.Bookmark})
+
+	s.SetAddressGroupPorts("clients", true)
+	withPorts := cp.Event{Type: cp.Modified, Kind: cp.KindAddressGroup, Name: "clients",
+		Patch: &cp.GroupPatch{Added: []cp.GroupMember{named.AsPeer(true)}, Removed: []cp.GroupMember{removed(named)}}}
+	next("ports on: the member with ports again", withPorts)
+	s.SetAddressGroupPorts("clients", true) // no change, no event
+	if got := s.NodeState("node1").AddressGroups["clients"].Members; !cmp.Equal(got, []cp.GroupMember{named.AsPeer(true), client2.AsPeer(true)}) {
+		t.Errorf("span with ports: %+v", got)
+	}
+	s.SetAddressGroupPorts("clients", false)
+	withPorts.Patch.Added = []cp.GroupMember{named.AsPeer(false)}
+	next("ports off", withPorts)
 }

@@ -266,6 +266,10 @@ func BenchmarkLabelChange(b *testing.B) {
 	if sent.events != n {
 		b.Fatalf("the interested agent got %d events for %d changes, want one each", sent.events, n)
 	}
+	if sent.maxBytes > 150 || sentOther.bytes > 0 {
+		b.Errorf("issue 3's target: at most 150 B per change to the interested agent (got up to %d B), 0 to others (got %d B)",
+			sent.maxBytes, sentOther.bytes)
+	}
 	b.ReportMetric(float64(sent.bytes)/float64(n), "B/change-interested")
 	b.ReportMetric(float64(sent.maxBytes), "B-max-interested")
 	b.ReportMetric(float64(sentOther.bytes)/float64(n), "B/change-uninterested")
@@ -332,18 +336,27 @@ func TestLabelChangeEvent(t *testing.T) {
 	if _, err := other.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range s.UpsertPod(pod("shop", "web-1", "node-1", "198.18.0.1", map[string]string{"app": "off"})) {
-		s.SyncGroup(g)
-	}
-	events, err := interested.Next(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := json.Marshal(events)
 	name := groupName(t, "shop", sel("app", "web"), nil)
-	want := `[{"type":"MODIFIED","kind":"AddressGroup","name":"` + name + `","patch":{"removed":[{"pod":{"namespace":"shop","name":"web-1"}}]}}]`
-	if string(data) != want {
-		t.Errorf("interested agent got\n%s\nwant\n%s", data, want)
+	for _, tt := range []struct {
+		app, patch string
+	}{
+		{"off", `{"removed":[{"pod":"shop/web-1"}]}`},
+		// No node (agents need only peers' addresses), no ports (no egress
+		// rule with a named port uses the group).
+		{"web", `{"added":[{"pod":"shop/web-1","ips":["198.18.0.1"]}]}`},
+	} {
+		for _, g := range s.UpsertPod(pod("shop", "web-1", "node-1", "198.18.0.1", map[string]string{"app": tt.app}, withPorts(corev1.ContainerPort{Name: "http", ContainerPort: 80}))) {
+			s.SyncGroup(g)
+		}
+		events, err := interested.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(events)
+		want := fmt.Sprintf(`[{"type":"MODIFIED","kind":"AddressGroup","name":"%s","rv":%d,"patch":%s}]`, name, events[0].RV, tt.patch)
+		if string(data) != want {
+			t.Errorf("interested agent got\n%s\nwant\n%s", data, want)
+		}
 	}
 	var got sentBytes
 	countInto(t, other, &got)

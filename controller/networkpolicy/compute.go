@@ -120,11 +120,18 @@ func (idx *memberIndex) members(g groupSelector) []controlplane.GroupMember {
 
 // NodeState returns node's span of the model: the policies whose
 // AppliedToGroups have a member on node, those groups restricted to node's
-// members, and the AddressGroups the policies' rules refer to (all members).
-// The result shares policies and AddressGroups with the model: treat it as
-// read-only.
+// members, and the AddressGroups the policies' rules refer to (all members,
+// as peers: see GroupMember.AsPeer; with their ports if some policy of the
+// model needs them, see namedPortPeers). The result shares policies with
+// the model: treat it as read-only.
 func (m *Model) NodeState(node string) *controlplane.NodeState {
 	s := controlplane.NewNodeState()
+	withPorts := map[string]bool{}
+	for _, p := range m.Policies {
+		for _, g := range namedPortPeers(p) {
+			withPorts[g] = true
+		}
+	}
 	local := map[string]*controlplane.AppliedToGroup{}
 	for name, g := range m.AppliedToGroups {
 		var members []controlplane.GroupMember
@@ -152,8 +159,12 @@ func (m *Model) NodeState(node string) *controlplane.NodeState {
 		for _, r := range p.Rules {
 			for _, peer := range []controlplane.Peer{r.From, r.To} {
 				for _, g := range peer.AddressGroups {
-					if ag, ok := m.AddressGroups[g]; ok {
-						s.AddressGroups[g] = ag
+					if ag, ok := m.AddressGroups[g]; ok && s.AddressGroups[g] == nil {
+						peers := make([]controlplane.GroupMember, len(ag.Members))
+						for i, mem := range ag.Members {
+							peers[i] = mem.AsPeer(withPorts[g])
+						}
+						s.AddressGroups[g] = &controlplane.AddressGroup{Name: g, Members: peers}
 					}
 				}
 			}

@@ -46,6 +46,12 @@ func member(ns, name, node, ip string, ports ...cp.NamedPort) cp.GroupMember {
 	return cp.GroupMember{Pod: cp.PodReference{Namespace: ns, Name: name}, IPs: []string{ip}, Node: node, Ports: ports}
 }
 
+// peer is m as an AddressGroup carries it: no node, and its ports only if
+// withPorts (an egress rule with a named port uses the group).
+func peer(m cp.GroupMember, withPorts bool) cp.GroupMember {
+	return m.AsPeer(withPorts)
+}
+
 func sel(kv ...string) *metav1.LabelSelector {
 	s := &metav1.LabelSelector{MatchLabels: map[string]string{}}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -180,6 +186,41 @@ func TestCompute(t *testing.T) {
 				}}, "Ingress", "Egress")},
 				AppliedToGroups: atgs,
 				AddressGroups:   map[string]*cp.AddressGroup{clientAG: {Name: clientAG, Members: []cp.GroupMember{clientAMember}}},
+			},
+		},
+		{
+			name: "a group used with named ports by an ingress and an egress rule",
+			in: inputs(
+				policy("a", "p", sel("app", "web"), func(s *networkingv1.NetworkPolicySpec) {
+					s.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+						From:  []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "web")}},
+						Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromString("http"))}},
+					}}
+				}),
+				policy("a", "q", sel("app", "client"), func(s *networkingv1.NetworkPolicySpec) {
+					s.Egress = []networkingv1.NetworkPolicyEgressRule{{
+						To:    []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "web")}},
+						Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromString("http"))}},
+					}}
+				}),
+			),
+			want: &Model{
+				Policies: map[string]*cp.NetworkPolicy{
+					"uid-p": webPolicy([]cp.Rule{{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{webATG}}, Services: []cp.Service{tcp("http")}}}, "Ingress"),
+					"uid-q": {
+						Name:      "uid-q",
+						SourceRef: cp.NetworkPolicyReference{Type: SourceTypeK8sNetworkPolicy, Namespace: "a", Name: "q", UID: "uid-q"},
+						Rules: []cp.Rule{{Direction: cp.DirectionOut, To: cp.Peer{AddressGroups: []string{webATG}},
+							Services: []cp.Service{tcp("http")}}},
+						AppliedToGroups: []string{clientAG},
+						PolicyTypes:     []string{"Ingress", "Egress"},
+					},
+				},
+				AppliedToGroups: map[string]*cp.AppliedToGroup{
+					webATG:   {Name: webATG, Members: []cp.GroupMember{webMember}},
+					clientAG: {Name: clientAG, Members: []cp.GroupMember{clientAMember}},
+				},
+				AddressGroups: map[string]*cp.AddressGroup{webATG: {Name: webATG, Members: []cp.GroupMember{webMember}}},
 			},
 		},
 		{
@@ -354,6 +395,9 @@ func TestMembers(t *testing.T) {
 	got := idx.members(groupSelector{Namespace: "a", PodSelector: mustSelector(t, sel("app", "x"))})
 	want := []cp.GroupMember{
 		{Pod: cp.PodReference{Namespace: "a", Name: "dual-stack"}, IPs: []string{"198.18.0.5", "2001:db8::5"}, Node: "node2"},
+		// Scheduled but without an IP yet: a member (its node must isolate
+		// it from the first packet), with no address.
+		{Pod: cp.PodReference{Namespace: "a", Name: "no-ip"}, Node: "node1"},
 		member("a", "pending-with-ip", "node1", "198.18.0.2"),
 		member("a", "pod-ip-only", "node2", "198.18.0.8"),
 		member("a", "running", "node1", "198.18.0.1"),
@@ -433,6 +477,7 @@ func TestNodeState(t *testing.T) {
 	web1M := member("a", "web1", "node1", "198.18.0.1")
 	web2M := member("a", "web2", "node2", "198.18.0.2")
 	dbM := member("a", "db", "node2", "198.18.0.3")
+	dbPeer, web1Peer, web2Peer := peer(dbM, false), peer(web1M, false), peer(web2M, false)
 
 	tests := []struct {
 		node string
@@ -443,7 +488,7 @@ func TestNodeState(t *testing.T) {
 			want: &cp.NodeState{
 				Policies:        map[string]*cp.NetworkPolicy{"uid-web": m.Policies["uid-web"]},
 				AppliedToGroups: map[string]*cp.AppliedToGroup{webG: {Name: webG, Members: []cp.GroupMember{web1M}}},
-				AddressGroups:   map[string]*cp.AddressGroup{dbG: {Name: dbG, Members: []cp.GroupMember{dbM}}},
+				AddressGroups:   map[string]*cp.AddressGroup{dbG: {Name: dbG, Members: []cp.GroupMember{dbPeer}}},
 			},
 		},
 		{
@@ -455,8 +500,8 @@ func TestNodeState(t *testing.T) {
 					dbG:  {Name: dbG, Members: []cp.GroupMember{dbM}},
 				},
 				AddressGroups: map[string]*cp.AddressGroup{
-					dbG:  {Name: dbG, Members: []cp.GroupMember{dbM}},
-					webG: {Name: webG, Members: []cp.GroupMember{web1M, web2M}},
+					dbG:  {Name: dbG, Members: []cp.GroupMember{dbPeer}},
+					webG: {Name: webG, Members: []cp.GroupMember{web1Peer, web2Peer}},
 				},
 			},
 		},
@@ -589,7 +634,7 @@ func TestPolicySemantics(t *testing.T) {
 					allG: {Name: allG, Members: []cp.GroupMember{webM}},
 					webG: {Name: webG, Members: []cp.GroupMember{webM}},
 				},
-				AddressGroups: map[string]*cp.AddressGroup{dbG: {Name: dbG, Members: []cp.GroupMember{dbM}}},
+				AddressGroups: map[string]*cp.AddressGroup{dbG: {Name: dbG, Members: []cp.GroupMember{peer(dbM, false)}}},
 			},
 		},
 	}
@@ -645,5 +690,78 @@ func TestInvalidPolicies(t *testing.T) {
 				t.Errorf("an invalid policy left objects in the model: %+v", m)
 			}
 		})
+	}
+}
+
+// TestAddressGroupPorts checks the form of AddressGroup members in a node's
+// span: never their node, and their ports only while some egress rule with
+// a named port has the group as a peer.
+func TestAddressGroupPorts(t *testing.T) {
+	web := pod("a", "web", "node1", "198.18.0.10", map[string]string{"app": "web"},
+		withPorts(corev1.ContainerPort{Name: "http", ContainerPort: 8080}))
+	client := pod("a", "client", "node2", "198.18.0.11", map[string]string{"app": "client"})
+	webM := member("a", "web", "node1", "198.18.0.10", cp.NamedPort{Name: "http", Port: 8080, Protocol: cp.ProtocolTCP})
+	webG := groupName(t, "a", sel("app", "web"), nil)
+	ingressNamed := policy("a", "in", sel("app", "client"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "web")}},
+			Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromString("http"))}},
+		}}
+	})
+	egressNumeric := policy("a", "out-numeric", sel("app", "client"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Egress = []networkingv1.NetworkPolicyEgressRule{{
+			To:    []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "web")}},
+			Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromInt32(8080))}},
+		}}
+	})
+	egressNamed := policy("a", "out-named", sel("app", "client"), func(s *networkingv1.NetworkPolicySpec) {
+		s.Egress = []networkingv1.NetworkPolicyEgressRule{{
+			To:    []networkingv1.NetworkPolicyPeer{{PodSelector: sel("app", "web")}},
+			Ports: []networkingv1.NetworkPolicyPort{{Port: ptr(intstr.FromString("http"))}},
+		}}
+	})
+	tests := []struct {
+		name     string
+		policies []*networkingv1.NetworkPolicy
+		want     cp.GroupMember
+	}{
+		{"ingress with a named port: no ports", []*networkingv1.NetworkPolicy{ingressNamed}, peer(webM, false)},
+		{"egress with a numeric port: no ports", []*networkingv1.NetworkPolicy{ingressNamed, egressNumeric}, peer(webM, false)},
+		{"egress with a named port: ports", []*networkingv1.NetworkPolicy{ingressNamed, egressNamed}, peer(webM, true)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := Compute(Inputs{Pods: []*corev1.Pod{web, client}, NetworkPolicies: tt.policies})
+			ag := m.NodeState("node2").AddressGroups[webG]
+			if ag == nil {
+				t.Fatalf("node2 did not get the AddressGroup %s", webG)
+			}
+			if diff := cmp.Diff([]cp.GroupMember{tt.want}, ag.Members); diff != "" {
+				t.Errorf("members (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestEgressNamedPortToAll: a named port in an egress rule without peers is
+// resolved on every destination pod, so the rule's peers become all pods
+// (whose members carry their ports) plus every address for numeric ports.
+func TestEgressNamedPortToAll(t *testing.T) {
+	named := intstr.FromString("http")
+	np := policy("a", "egress-http", sel(), func(s *networkingv1.NetworkPolicySpec) {
+		s.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+		s.Egress = []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: &named}}}}
+	})
+	c, err := convert(np)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := c.policy.Rules[0].To
+	allPods := groupName(t, "a", sel(), &metav1.LabelSelector{})
+	if !cmp.Equal(to.AddressGroups, []string{allPods}) || !cmp.Equal(to.IPBlocks, []cp.IPBlock{{CIDR: "0.0.0.0/0"}}) {
+		t.Errorf("peers of an egress named-port rule without 'to' = %+v, want all pods (%s) and 0.0.0.0/0", to, allPods)
+	}
+	if got := namedPortPeers(c.policy); !cmp.Equal(got, []string{allPods}) {
+		t.Errorf("groups that must carry named ports = %v, want [%s]", got, allPods)
 	}
 }

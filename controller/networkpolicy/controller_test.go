@@ -80,7 +80,7 @@ func TestControllerPublishesNodeState(t *testing.T) {
 	want := &cp.NodeState{
 		Policies:        map[string]*cp.NetworkPolicy{"uid-web": policyWant},
 		AppliedToGroups: map[string]*cp.AppliedToGroup{webG: {Name: webG, Members: []cp.GroupMember{member("a", "web", "node1", "198.18.0.1")}}},
-		AddressGroups:   map[string]*cp.AddressGroup{clientG: {Name: clientG, Members: []cp.GroupMember{member("a", "client1", "node2", "198.18.0.2")}}},
+		AddressGroups:   map[string]*cp.AddressGroup{clientG: {Name: clientG, Members: []cp.GroupMember{peer(member("a", "client1", "node2", "198.18.0.2"), false)}}},
 	}
 	waitForNodeState(t, store, "node1", want)
 	waitForNodeState(t, store, "node2", cp.NewNodeState())
@@ -90,7 +90,7 @@ func TestControllerPublishesNodeState(t *testing.T) {
 	if _, err := client.CoreV1().Pods("a").Create(ctx, newPod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating pod: %v", err)
 	}
-	want.AddressGroups[clientG].Members = append(want.AddressGroups[clientG].Members, member("a", "client2", "node3", "198.18.0.3"))
+	want.AddressGroups[clientG].Members = append(want.AddressGroups[clientG].Members, peer(member("a", "client2", "node3", "198.18.0.3"), false))
 	waitForNodeState(t, store, "node1", want)
 
 	// client1 changes its labels: it leaves the AddressGroup.

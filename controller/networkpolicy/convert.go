@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,11 +104,22 @@ func convert(np *networkingv1.NetworkPolicy) (*converted, error) {
 			}
 		case string(networkingv1.PolicyTypeEgress):
 			for i, r := range np.Spec.Egress {
-				peer, groups, err := convertPeers(np.Namespace, r.To)
+				to := r.To
+				services, err := convertPorts(r.Ports)
 				if err != nil {
 					return nil, fmt.Errorf("egress rule %d: %w", i, err)
 				}
-				services, err := convertPorts(r.Ports)
+				if len(to) == 0 && slices.ContainsFunc(services, isNamedPort) {
+					// A named port is resolved on the destination pod, so
+					// "to every destination" needs every pod's ports: the
+					// rule's peers become all pods (named and numeric ports)
+					// plus every address (numeric ports only).
+					to = []networkingv1.NetworkPolicyPeer{
+						{NamespaceSelector: &metav1.LabelSelector{}, PodSelector: &metav1.LabelSelector{}},
+						{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}},
+					}
+				}
+				peer, groups, err := convertPeers(np.Namespace, to)
 				if err != nil {
 					return nil, fmt.Errorf("egress rule %d: %w", i, err)
 				}
@@ -273,16 +285,16 @@ func convertPorts(ports []networkingv1.NetworkPolicyPort) ([]controlplane.Servic
 	return out, nil
 }
 
-// isMember says whether a pod can be a group member: it has an IP and a node,
-// uses the pod network and has not terminated.
+// isMember says whether a pod can be a group member: it is scheduled to a
+// node, uses the pod network and has not terminated. A pod is a member
+// before it has an IP: its node must know it is isolated before its
+// interface comes up, or its first packets would pass. Until it has an IP
+// it contributes no address to the rules that use it as a peer.
 func isMember(p *corev1.Pod) bool {
 	if p == nil || p.Spec.HostNetwork || p.Spec.NodeName == "" {
 		return false
 	}
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	return len(podIPs(p)) > 0
+	return p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
 }
 
 func podIPs(p *corev1.Pod) []string {
@@ -317,6 +329,33 @@ func memberOf(p *corev1.Pod) controlplane.GroupMember {
 		}
 	}
 	return m
+}
+
+// namedPortPeers returns the distinct AddressGroups that are peers of p's
+// egress rules with a named port: agents resolve those named ports on the
+// peers, so those groups' members must carry their ports.
+func namedPortPeers(p *controlplane.NetworkPolicy) []string {
+	var out []string
+	for _, r := range p.Rules {
+		if r.Direction != controlplane.DirectionOut || !slices.ContainsFunc(r.Services, isNamedPort) {
+			continue
+		}
+		for _, g := range r.To.AddressGroups {
+			if !slices.Contains(out, g) {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// isNamedPort says whether s's port is a name rather than a number.
+func isNamedPort(s controlplane.Service) bool {
+	if s.Port == "" {
+		return false
+	}
+	_, err := strconv.Atoi(s.Port)
+	return err != nil
 }
 
 // selector is g as a grouping index selector.

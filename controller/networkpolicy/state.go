@@ -27,6 +27,11 @@ type Publisher interface {
 	UpdateGroup(kind controlplane.Kind, name string, added, removed []*controlplane.GroupMember)
 	// DeleteGroup deletes the group kind/name.
 	DeleteGroup(kind controlplane.Kind, name string)
+	// SetAddressGroupPorts says whether some policy needs the named ports
+	// of the AddressGroup's members (an egress rule with a named port has
+	// the group as a peer). It is set before such a policy is published
+	// and cleared after the last one was updated or deleted.
+	SetAddressGroupPorts(name string, withPorts bool)
 	// UpdatePolicy adds or replaces a policy.
 	UpdatePolicy(p *controlplane.NetworkPolicy)
 	// DeletePolicy deletes a policy by name.
@@ -65,12 +70,14 @@ type policyState struct {
 
 // group is a group selector with the members last published and the pods
 // whose membership must be re-evaluated. A group may be an AppliedToGroup,
-// an AddressGroup or both, as long as some policy uses it as such.
+// an AddressGroup or both, as long as some policy uses it as such. As an
+// AddressGroup, portRefs policies need its members' ports. (int32 counts
+// keep the struct small: there is one per selector.)
 type group struct {
-	name                    string
-	appliedToRefs, addrRefs int
-	members                 map[string]*controlplane.GroupMember
-	dirty                   map[string]struct{}
+	name                              string
+	appliedToRefs, addrRefs, portRefs int32
+	members                           map[string]*controlplane.GroupMember
+	dirty                             map[string]struct{}
 }
 
 // NewState returns an empty model that publishes to p.
@@ -220,9 +227,10 @@ func (s *State) SyncPolicy(key string, np *networkingv1.NetworkPolicy) error {
 		return err
 	}
 	ps := &policyState{policy: c.policy, appliedTo: c.appliedTo.name()}
-	s.acquire(c.appliedTo, controlplane.KindAppliedToGroup)
+	portGroups := namedPortPeers(c.policy)
+	s.acquire(c.appliedTo, controlplane.KindAppliedToGroup, false)
 	for _, g := range c.addressGroups {
-		s.acquire(g, controlplane.KindAddressGroup)
+		s.acquire(g, controlplane.KindAddressGroup, len(portGroups) > 0 && slices.Contains(portGroups, g.name()))
 		ps.addressGroups = append(ps.addressGroups, g.name())
 	}
 	if old == nil || !reflect.DeepEqual(old.policy, ps.policy) {
@@ -250,8 +258,10 @@ func (s *State) deletePolicy(key string, old *policyState) {
 
 // acquire takes a reference on the group of sel as kind, creating the
 // group with its complete membership if needed, and publishes the group
-// when it becomes of that kind.
-func (s *State) acquire(sel groupSelector, kind controlplane.Kind) {
+// when it becomes of that kind. ports takes a reference on the
+// AddressGroup's ports too: the publisher learns that the group's members
+// must be sent with their ports before the policy that needs them.
+func (s *State) acquire(sel groupSelector, kind controlplane.Kind, ports bool) {
 	name := sel.name()
 	g, ok := s.groups[name]
 	if !ok {
@@ -266,6 +276,12 @@ func (s *State) acquire(sel groupSelector, kind controlplane.Kind) {
 	} else {
 		// Publish the group as it is now before another kind of it.
 		s.syncGroup(g)
+	}
+	if ports {
+		g.portRefs++
+		if g.portRefs == 1 {
+			s.publisher.SetAddressGroupPorts(name, true)
+		}
 	}
 	refs := &g.addrRefs
 	if kind == controlplane.KindAppliedToGroup {
@@ -284,6 +300,13 @@ func (s *State) acquire(sel groupSelector, kind controlplane.Kind) {
 // release drops the references of a policy's old version, deleting the
 // groups (or kinds of groups) no policy uses any more.
 func (s *State) release(ps *policyState) {
+	for _, name := range namedPortPeers(ps.policy) {
+		g := s.groups[name]
+		g.portRefs--
+		if g.portRefs == 0 {
+			s.publisher.SetAddressGroupPorts(name, false)
+		}
+	}
 	s.unref(ps.appliedTo, controlplane.KindAppliedToGroup)
 	for _, name := range ps.addressGroups {
 		s.unref(name, controlplane.KindAddressGroup)

@@ -46,15 +46,20 @@ type replay struct {
 	dirtyPolicies map[string]bool
 	dirtyGroups   map[string]bool
 
-	watchers map[string]*apiserver.Watcher
+	watchers map[string]*apiserver.Watcher // nil while the node's agent is disconnected
 	caches   map[string]*agentnp.Cache
 	bytes    int // JSON bytes of all events received
+
+	// Agents disconnect at random (netRNG, so the events stay those of the
+	// seed) and reconnect with their resume token.
+	netRNG          *rand.Rand
+	resumes, relist int
 }
 
 func newReplay(t *testing.T, seed uint64) *replay {
 	_, ctx := ktesting.NewTestContext(t)
 	r := &replay{
-		t: t, ctx: ctx, rng: rand.New(rand.NewPCG(seed, 7)),
+		t: t, ctx: ctx, rng: rand.New(rand.NewPCG(seed, 7)), netRNG: rand.New(rand.NewPCG(seed, 11)),
 		store:         apiserver.NewStore(1 << 20),
 		pods:          map[string]*corev1.Pod{},
 		namespaces:    map[string]*corev1.Namespace{},
@@ -71,7 +76,7 @@ func newReplay(t *testing.T, seed uint64) *replay {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.StartStream()
+		c.StartStream(false)
 		r.caches[n] = c
 		r.watchers[n] = r.store.Watch(n)
 		t.Cleanup(r.watchers[n].Stop)
@@ -213,9 +218,39 @@ func (r *replay) check(step string) {
 
 func (r *replay) step(what string) {
 	r.t.Helper()
+	r.disconnect()
 	r.drain()
+	r.reconnect()
 	r.deliver()
 	r.check(what)
+}
+
+// disconnect stops the watches of some agents, at random.
+func (r *replay) disconnect() {
+	for _, node := range testNodes {
+		if r.netRNG.IntN(8) == 0 {
+			r.watchers[node].Stop()
+			r.watchers[node] = nil
+		}
+	}
+}
+
+// reconnect resumes the disconnected agents' watches from their tokens.
+func (r *replay) reconnect() {
+	for _, node := range testNodes {
+		if r.watchers[node] != nil {
+			continue
+		}
+		w, resumed := r.store.Resume(node, r.caches[node].ResumeToken())
+		r.t.Cleanup(w.Stop)
+		r.watchers[node] = w
+		r.caches[node].StartStream(resumed)
+		if resumed {
+			r.resumes++
+		} else {
+			r.relist++
+		}
+	}
 }
 
 func sortedKeysOf[V any](m map[string]V) []string {
@@ -407,6 +442,9 @@ func TestIncrementalMatchesCompute(t *testing.T) {
 					what = append(what, r.randomEvent())
 				}
 				r.step(fmt.Sprintf("step %d (%s)", i, strings.Join(what, ", ")))
+			}
+			if r.resumes == 0 {
+				t.Errorf("no agent resumed a watch (%d re-lists)", r.relist)
 			}
 		})
 	}

@@ -22,7 +22,9 @@ const StateFileName = "networkpolicy-state.json"
 
 // Cache holds the node's span as the controller last sent it. It implements
 // Handler. A stream's initial list is collected aside and replaces the state
-// in one step at its BOOKMARK, so readers never see half a list.
+// in one step at its BOOKMARK, so readers never see half a list. The cache
+// keeps the resume token of its state (and persists it with the state), so
+// a reconnecting or restarted agent gets only the events it missed.
 type Cache struct {
 	logger    klog.Logger
 	stateFile string // empty: no persistence
@@ -32,6 +34,10 @@ type Cache struct {
 	state   *controlplane.NodeState
 	listing *controlplane.NodeState // the list being received; nil outside a list
 	synced  bool
+	// The store incarnation and RV that state is at; no incarnation: no
+	// token (the next stream lists).
+	incarnation string
+	rv          uint64
 
 	persistMu sync.Mutex
 }
@@ -51,28 +57,57 @@ func NewCache(ctx context.Context, stateDir string, onChange func()) (*Cache, er
 		return nil, fmt.Errorf("creating the state directory: %w", err)
 	}
 	c.stateFile = filepath.Join(stateDir, StateFileName)
-	state, err := loadState(c.stateFile)
+	state, token, err := loadState(c.stateFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		c.logger.Error(err, "Ignoring the persisted NetworkPolicy state", "file", c.stateFile)
 	default:
 		c.state = state
-		c.logger.Info("Loaded the persisted NetworkPolicy state", "file", c.stateFile, "policies", len(state.Policies))
+		if token != "" {
+			if inc, rv, err := controlplane.ParseResumeToken(token); err == nil {
+				c.incarnation, c.rv = inc, rv
+			}
+		}
+		c.logger.Info("Loaded the persisted NetworkPolicy state", "file", c.stateFile, "policies", len(state.Policies), "resumeToken", token)
 	}
 	return c, nil
 }
 
-func loadState(file string) (*controlplane.NodeState, error) {
+// persistedState is the state file: the NodeState's fields and the resume
+// token of that state.
+type persistedState struct {
+	*controlplane.NodeState
+	ResumeToken string `json:"resumeToken,omitempty"`
+}
+
+func loadState(file string) (*controlplane.NodeState, string, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	var s controlplane.NodeState
+	var s persistedState
 	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", file, err)
+		return nil, "", fmt.Errorf("parsing %s: %w", file, err)
 	}
-	return s.DeepCopy(), nil // DeepCopy makes every map non-nil.
+	if s.NodeState == nil {
+		s.NodeState = controlplane.NewNodeState()
+	}
+	return s.DeepCopy(), s.ResumeToken, nil // DeepCopy makes every map non-nil.
+}
+
+// ResumeToken returns the token of the state: where a new stream can resume.
+func (c *Cache) ResumeToken() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tokenLocked()
+}
+
+func (c *Cache) tokenLocked() string {
+	if c.incarnation == "" {
+		return ""
+	}
+	return controlplane.FormatResumeToken(c.incarnation, c.rv)
 }
 
 // Snapshot returns a copy of the current state.
@@ -90,18 +125,24 @@ func (c *Cache) Synced() bool {
 	return c.synced
 }
 
-// StartStream begins collecting a new list; the state is unchanged until the
-// list's BOOKMARK. A list that was not completed is dropped.
-func (c *Cache) StartStream() {
+// StartStream begins a stream. A resumed stream's events apply to the state
+// directly. Otherwise it begins collecting a new list; the state is
+// unchanged until the list's BOOKMARK. A list that was not completed is
+// dropped.
+func (c *Cache) StartStream(resumed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.listing = controlplane.NewNodeState()
+	if resumed {
+		c.listing = nil
+	} else {
+		c.listing = controlplane.NewNodeState()
+	}
 }
 
 // Handle applies one event of a stream and takes ownership of the objects it
 // carries. An event that does not fit the state (a patch of an unknown group,
 // an event without its object) is an error and changes nothing: the caller
-// must re-list.
+// must re-list, and the cache drops its resume token so that it does.
 func (c *Cache) Handle(ev controlplane.Event) error {
 	c.mu.Lock()
 	var err error
@@ -109,9 +150,15 @@ func (c *Cache) Handle(ev controlplane.Event) error {
 	switch {
 	case ev.Type == controlplane.Bookmark && c.listing != nil:
 		c.state, c.listing, c.synced = c.listing, nil, true
+		c.incarnation, c.rv = ev.Incarnation, ev.RV
 		changed = true
 	case ev.Type == controlplane.Bookmark:
-		// A BOOKMARK outside a list carries nothing.
+		// The end of a resumed stream's missed events: the state is
+		// current.
+		c.synced = true
+		if ev.Incarnation != "" {
+			c.incarnation, c.rv = ev.Incarnation, ev.RV
+		}
 	case c.listing != nil:
 		if ev.Type != controlplane.Added {
 			err = fmt.Errorf("unexpected %s event before the BOOKMARK that ends the initial list", ev.Type)
@@ -120,6 +167,12 @@ func (c *Cache) Handle(ev controlplane.Event) error {
 		}
 	default:
 		changed, err = apply(c.state, ev)
+		if err == nil && ev.RV != 0 {
+			c.rv = ev.RV
+		}
+	}
+	if err != nil {
+		c.incarnation = ""
 	}
 	if err != nil || !changed {
 		c.mu.Unlock()
@@ -128,7 +181,7 @@ func (c *Cache) Handle(ev controlplane.Event) error {
 	if c.stateFile != "" {
 		// persistMu is taken before mu is released, so that the file is
 		// written in the order of the changes.
-		data, merr := json.Marshal(c.state)
+		data, merr := json.Marshal(persistedState{NodeState: c.state, ResumeToken: c.tokenLocked()})
 		c.persistMu.Lock()
 		c.mu.Unlock()
 		if merr == nil {

@@ -158,7 +158,7 @@ func TestCacheHandle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, changes := newTestCache(t, "")
-			c.StartStream()
+			c.StartStream(false)
 			for i, ev := range tt.events {
 				err := c.Handle(ev)
 				if i < len(tt.events)-1 || tt.wantErr == "" {
@@ -188,7 +188,7 @@ func TestCacheHandle(t *testing.T) {
 
 func TestCacheRelistReplacesStateAtBookmark(t *testing.T) {
 	c, changes := newTestCache(t, "")
-	c.StartStream()
+	c.StartStream(false)
 	for _, ev := range initialList() {
 		if err := c.Handle(ev); err != nil {
 			t.Fatal(err)
@@ -197,7 +197,7 @@ func TestCacheRelistReplacesStateAtBookmark(t *testing.T) {
 	before := c.Snapshot()
 
 	// A reconnect: the new list has only p2 with the group "others".
-	c.StartStream()
+	c.StartStream(false)
 	for _, ev := range []cp.Event{addAG("others", client3), addATG("web", web1), addPolicy(testPolicy("p2", "others"))} {
 		if err := c.Handle(ev); err != nil {
 			t.Fatal(err)
@@ -222,7 +222,7 @@ func TestCacheRelistReplacesStateAtBookmark(t *testing.T) {
 
 func TestCacheSnapshotIsACopy(t *testing.T) {
 	c, _ := newTestCache(t, "")
-	c.StartStream()
+	c.StartStream(false)
 	for _, ev := range initialList() {
 		if err := c.Handle(ev); err != nil {
 			t.Fatal(err)
@@ -239,7 +239,7 @@ func TestCacheSnapshotIsACopy(t *testing.T) {
 func TestCachePersistence(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	c, _ := newTestCache(t, dir)
-	c.StartStream()
+	c.StartStream(false)
 	for _, ev := range append(initialList(), patchAG("clients", []cp.GroupMember{client3}, nil)) {
 		if err := c.Handle(ev); err != nil {
 			t.Fatal(err)
@@ -273,11 +273,91 @@ func TestCachePersistence(t *testing.T) {
 	if diff := cmp.Diff(cp.NewNodeState(), corrupt.Snapshot()); diff != "" {
 		t.Errorf("state from a corrupt file (-want +got):\n%s", diff)
 	}
-	corrupt.StartStream()
+	corrupt.StartStream(false)
 	if err := corrupt.Handle(bookmark); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadState(filepath.Join(dir, StateFileName)); err != nil {
+	if _, _, err := loadState(filepath.Join(dir, StateFileName)); err != nil {
 		t.Errorf("the corrupt state file was not replaced: %v", err)
+	}
+}
+
+// TestCacheResumeToken follows the cache's token through a list, live
+// events, a restart, a resumed stream and a broken one.
+func TestCacheResumeToken(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := newTestCache(t, dir)
+	handle := func(c *Cache, events ...cp.Event) {
+		t.Helper()
+		for _, ev := range events {
+			if err := c.Handle(ev); err != nil {
+				t.Fatalf("%s %s: %v", ev.Type, ev.Name, err)
+			}
+		}
+	}
+	wantToken := func(c *Cache, what, want string) {
+		t.Helper()
+		if got := c.ResumeToken(); got != want {
+			t.Errorf("%s: token %q, want %q", what, got, want)
+		}
+	}
+	wantToken(c, "new cache", "")
+
+	c.StartStream(false)
+	list := initialList()
+	list[len(list)-1] = cp.Event{Type: cp.Bookmark, RV: 5, Incarnation: "inc"}
+	handle(c, list[:len(list)-1]...)
+	wantToken(c, "during the list", "")
+	handle(c, list[len(list)-1])
+	wantToken(c, "after the list", "inc.5")
+	live := patchAG("clients", []cp.GroupMember{client3}, nil)
+	live.RV = 7
+	handle(c, live)
+	wantToken(c, "after a live event", "inc.7")
+
+	// A restarted agent resumes where its persisted state is.
+	restarted, _ := newTestCache(t, dir)
+	wantToken(restarted, "restarted", "inc.7")
+	if diff := cmp.Diff(c.Snapshot(), restarted.Snapshot()); diff != "" {
+		t.Errorf("restored state (-want +got):\n%s", diff)
+	}
+	restarted.StartStream(true)
+	missed := patchAG("clients", nil, []cp.GroupMember{client1})
+	missed.RV = 9
+	handle(restarted, missed)
+	if restarted.Synced() {
+		t.Error("synced before the BOOKMARK that ends the missed events")
+	}
+	handle(restarted, cp.Event{Type: cp.Bookmark, RV: 12, Incarnation: "inc"})
+	wantToken(restarted, "after a resumed stream", "inc.12")
+	if !restarted.Synced() {
+		t.Error("not synced after a resumed stream's BOOKMARK")
+	}
+	if got := restarted.Snapshot().AddressGroups["clients"].Members; !cmp.Equal(got, []cp.GroupMember{client2, client3}) {
+		t.Errorf("clients after the missed event: %v", got)
+	}
+
+	// An event that does not fit drops the token: the next stream lists.
+	if err := restarted.Handle(patchAG("unknown", nil, nil)); err == nil {
+		t.Fatal("a patch of an unknown group was accepted")
+	}
+	wantToken(restarted, "after a refused event", "")
+}
+
+// TestCacheLoadsOlderStateFile reads a state file written before pod
+// references were strings and before the resume token.
+func TestCacheLoadsOlderStateFile(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"policies":{},"appliedToGroups":{"web":{"name":"web","members":[{"pod":{"namespace":"a","name":"web1"},"ips":["198.18.0.1"],"node":"node1"}]}},"addressGroups":{}}`
+	if err := os.WriteFile(filepath.Join(dir, StateFileName), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newTestCache(t, dir)
+	want := state(nil, []*cp.AppliedToGroup{{Name: "web", Members: []cp.GroupMember{web1}}}, nil)
+	if diff := cmp.Diff(want, c.Snapshot()); diff != "" {
+		t.Errorf("state (-want +got):\n%s", diff)
+	}
+	if tok := c.ResumeToken(); tok != "" {
+		t.Errorf("token %q from a file without one", tok)
 	}
 }

@@ -30,12 +30,17 @@ import (
 
 // Handler receives the watch streams of Watch.
 type Handler interface {
-	// StartStream is called when a new stream begins: the first watch and
-	// every re-list after a reconnect. The stream's ADDED events up to its
-	// BOOKMARK are the complete state of the node.
-	StartStream()
+	// ResumeToken is the token of the last event applied (see
+	// controlplane.FormatResumeToken), or "" to ask for the whole state.
+	// Watch calls it before every connection.
+	ResumeToken() string
+	// StartStream is called when a new stream begins. If resumed, the
+	// controller resumes from ResumeToken: the stream holds the events
+	// since then, then a BOOKMARK, then changes. Otherwise the stream's
+	// ADDED events up to its BOOKMARK are the complete state of the node.
+	StartStream(resumed bool)
 	// Handle applies one event. An error ends the stream; Watch then starts
-	// a fresh one, which re-lists the whole state.
+	// a fresh one, from ResumeToken.
 	Handle(controlplane.Event) error
 }
 
@@ -100,8 +105,9 @@ func CAFromConfigMap(client kubernetes.Interface) func(context.Context) ([]byte,
 
 // Watch streams the node's span from the controller into h until ctx is
 // done. When a stream breaks, it reconnects with exponential backoff and
-// re-lists. It returns an error only for invalid arguments; it returns nil
-// once ctx is done.
+// resumes from h's token, or re-lists if the controller cannot resume. It
+// returns an error only for invalid arguments; it returns nil once ctx is
+// done.
 func Watch(ctx context.Context, cfg WatchConfig, h Handler) error {
 	w, err := newWatcher(cfg, h)
 	if err != nil {
@@ -138,7 +144,7 @@ func newWatcher(cfg WatchConfig, h Handler) (*watcher, error) {
 		return nil, fmt.Errorf("watch: controller URL %q must be http(s)://host:port", cfg.URL)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + controlplane.WatchPath
-	u.RawQuery = url.Values{"node": {cfg.Node}}.Encode()
+	u.RawQuery = ""
 	return &watcher{
 		url:     u.String(),
 		cfg:     cfg,
@@ -201,7 +207,12 @@ func (w *watcher) run(ctx context.Context) {
 // watchOnce runs one stream until it breaks. synced says whether it reached
 // its BOOKMARK. It always returns a non-nil error.
 func (w *watcher) watchOnce(ctx context.Context) (synced bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url, nil)
+	query := url.Values{"node": {w.cfg.Node}}
+	token := w.handler.ResumeToken()
+	if token != "" {
+		query.Set(controlplane.ResumeParam, token)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url+"?"+query.Encode(), nil)
 	if err != nil {
 		return false, fmt.Errorf("building the watch request: %w", err)
 	}
@@ -226,8 +237,9 @@ func (w *watcher) watchOnce(ctx context.Context) (synced bool, err error) {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return false, fmt.Errorf("the controller refused the watch: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	klog.FromContext(ctx).V(2).Info("Watching the controller", "node", w.cfg.Node)
-	w.handler.StartStream()
+	resumed := token != "" && resp.Header.Get(controlplane.WatchModeHeader) == controlplane.WatchModeResume
+	klog.FromContext(ctx).V(2).Info("Watching the controller", "node", w.cfg.Node, "resumed", resumed)
+	w.handler.StartStream(resumed)
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var ev controlplane.Event

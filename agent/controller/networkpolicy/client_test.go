@@ -28,8 +28,9 @@ import (
 	controllernp "palisade.dev/palisade/controller/networkpolicy"
 )
 
-// startWatch runs the watch loop with a short backoff until the test ends.
-func startWatch(t *testing.T, cfg WatchConfig, h Handler) {
+// startWatch runs the watch loop with a short backoff until the test ends
+// or stop is called.
+func startWatch(t *testing.T, cfg WatchConfig, h Handler) (stop func()) {
 	t.Helper()
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
@@ -43,10 +44,12 @@ func startWatch(t *testing.T, cfg WatchConfig, h Handler) {
 		defer close(done)
 		w.run(ctx)
 	}()
-	t.Cleanup(func() {
+	stop = func() {
 		cancel()
 		<-done
-	})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // waitFor polls cond until it holds or fails the test with what().

@@ -7,6 +7,12 @@
 // different policies share one group.
 package controlplane
 
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
 // Protocol is an IP protocol name as in the Kubernetes API.
 type Protocol string
 
@@ -32,6 +38,38 @@ type PodReference struct {
 
 func (r PodReference) String() string { return r.Namespace + "/" + r.Name }
 
+// MarshalJSON writes r as the string "namespace/name" (neither can contain
+// a "/"): members travel in every group patch, so they are kept short.
+func (r PodReference) MarshalJSON() ([]byte, error) {
+	return json.Marshal(r.String())
+}
+
+// UnmarshalJSON reads "namespace/name", or the object
+// {"namespace":...,"name":...} that older agents persisted.
+func (r *PodReference) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '{' {
+		var obj struct {
+			Namespace string `json:"namespace"`
+			Name      string `json:"name"`
+		}
+		if err := json.Unmarshal(data, &obj); err != nil {
+			return err
+		}
+		*r = PodReference{Namespace: obj.Namespace, Name: obj.Name}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("pod reference: %w", err)
+	}
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return fmt.Errorf("invalid pod reference %q: want namespace/name", s)
+	}
+	*r = PodReference{Namespace: ns, Name: name}
+	return nil
+}
+
 // NamedPort is a container port that has a name, so agents can resolve named
 // ports in rules per destination pod.
 type NamedPort struct {
@@ -41,7 +79,10 @@ type NamedPort struct {
 }
 
 // GroupMember is one pod in a group. In a GroupPatch's Removed list only Pod
-// is set (members are identified by pod).
+// is set (members are identified by pod). AddressGroup members carry no
+// Node (agents need only the addresses of peers), and carry Ports only when
+// some egress rule with a named port has the group as a peer: named ports
+// of peers are resolved only for egress.
 type GroupMember struct {
 	Pod   PodReference `json:"pod"`
 	IPs   []string     `json:"ips,omitempty"`
@@ -51,6 +92,16 @@ type GroupMember struct {
 
 // Key identifies a member within a group.
 func (m GroupMember) Key() string { return m.Pod.String() }
+
+// AsPeer returns m as an AddressGroup sends it: without Node, and with
+// Ports only if withPorts.
+func (m GroupMember) AsPeer(withPorts bool) GroupMember {
+	p := GroupMember{Pod: m.Pod, IPs: m.IPs}
+	if withPorts {
+		p.Ports = m.Ports
+	}
+	return p
+}
 
 // AppliedToGroup is a set of pods that policies apply to. An agent receives only
 // the members on its own node.

@@ -1,5 +1,11 @@
 package controlplane
 
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
 // WatchPath is the agent-facing endpoint: a GET with ?node=NAME streams
 // newline-delimited JSON Events. The stream starts with an ADDED event for
 // every object in the node's span, then one BOOKMARK marking the end of the
@@ -8,7 +14,44 @@ package controlplane
 // The API is served over TLS only. Agents authenticate with their
 // ServiceAccount token (Authorization: Bearer) bound to their Node; a
 // missing or invalid token gets 401, a token for another node 403.
+//
+// Every event carries RV, the store's resourceVersion of the event, and the
+// BOOKMARK carries the store's Incarnation too: together they make the
+// resume token (FormatResumeToken) an agent sends back as ?resumeFrom= when
+// it reconnects. If the controller still holds every event of the node
+// since that token, it replays only those, then a BOOKMARK, and continues
+// live; otherwise (the token is too old or from a controller that
+// restarted) it sends the full state as on a first watch. The response
+// header WatchModeHeader says which: WatchModeResume or WatchModeList.
 const WatchPath = "/apis/controlplane/v1/watch"
+
+// The resume query parameter and the response header that tells a resumed
+// stream from a full list.
+const (
+	ResumeParam     = "resumeFrom"
+	WatchModeHeader = "Palisade-Watch-Mode"
+	WatchModeResume = "resume"
+	WatchModeList   = "list"
+)
+
+// FormatResumeToken returns the token for the event rv of the store
+// incarnation.
+func FormatResumeToken(incarnation string, rv uint64) string {
+	return incarnation + "." + strconv.FormatUint(rv, 10)
+}
+
+// ParseResumeToken splits a token made by FormatResumeToken.
+func ParseResumeToken(token string) (incarnation string, rv uint64, err error) {
+	i := strings.LastIndexByte(token, '.')
+	if i <= 0 {
+		return "", 0, fmt.Errorf("invalid resume token %q: want INCARNATION.RV", token)
+	}
+	rv, err = strconv.ParseUint(token[i+1:], 10, 64)
+	if err != nil {
+		return "", 0, fmt.Errorf("invalid resume token %q: %w", token, err)
+	}
+	return token[:i], rv, nil
+}
 
 // Where the controller publishes the CA certificate (PEM) that signs its
 // serving certificate: the key CAConfigMapKey of the ConfigMap
@@ -56,6 +99,13 @@ type Event struct {
 	Type EventType `json:"type"`
 	Kind Kind      `json:"kind,omitempty"`
 	Name string    `json:"name,omitempty"`
+	// RV is the event's resourceVersion in the controller's store: it grows
+	// with every event. The events of an initial list and their BOOKMARK
+	// carry the RV the list was taken at.
+	RV uint64 `json:"rv,omitempty"`
+	// Incarnation identifies the controller's store; only a BOOKMARK
+	// carries it. A restarted controller has a new incarnation.
+	Incarnation string `json:"incarnation,omitempty"`
 
 	NetworkPolicy  *NetworkPolicy  `json:"networkPolicy,omitempty"`
 	AppliedToGroup *AppliedToGroup `json:"appliedToGroup,omitempty"`
