@@ -5,9 +5,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,11 +27,13 @@ import (
 	"palisade.dev/palisade/agent/datapath"
 	"palisade.dev/palisade/agent/interfacestore"
 	"palisade.dev/palisade/agent/ipam"
+	"palisade.dev/palisade/agent/metrics"
 	"palisade.dev/palisade/agent/nodecontroller"
 	"palisade.dev/palisade/agent/nodenet"
 	aof "palisade.dev/palisade/agent/openflow"
 	"palisade.dev/palisade/ovs/openflow"
 	"palisade.dev/palisade/ovs/ovsconfig"
+	"palisade.dev/palisade/ovs/ovsctl"
 )
 
 // Run runs the agent until ctx is done.
@@ -67,7 +71,36 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("connecting to the OpenFlow socket %s: %w", o.OFSocket, err)
 	}
 	defer ofClient.Close()
-	dp := datapath.New(ofClient)
+	dp := datapath.New(datapath.FlushAfterPolicyChanges(ofClient, func(ctx context.Context) error {
+		_, err := ovsctl.Appctl(ctx, o.OVSUnixctl, "revalidator/purge")
+		return err
+	}))
+	// This run's restart round, in every cookie: flows say which agent run
+	// installed them.
+	prevRound, err := bridge.BridgeExternalID(ctx, aof.RoundExternalID)
+	if err != nil {
+		return err
+	}
+	round := aof.NextRound(prevRound)
+	if err := bridge.SetBridgeExternalID(ctx, aof.RoundExternalID, strconv.Itoa(int(round))); err != nil {
+		return err
+	}
+	dp.SetRound(round)
+	logger.Info("Restart round", "round", round)
+	dp.ObserveApply(func(replaceAll bool, took time.Duration, err error) {
+		op := metrics.OperationSync
+		if replaceAll {
+			op = metrics.OperationReplaceAll
+		}
+		metrics.FlowOperationDuration.WithLabelValues(op).Observe(took.Seconds())
+		if err != nil {
+			metrics.FlowOperationErrors.WithLabelValues(op).Inc()
+		}
+	})
+	api, err := metrics.Listen(ctx, o.APIBindAddress)
+	if err != nil {
+		return err
+	}
 
 	// The node's gateway and tunnel, and the other nodes as they are now:
 	// the first bundle then already routes to them (an agent restart does
@@ -110,6 +143,16 @@ func Run(ctx context.Context, o *Options) error {
 	if err := dp.SetPolicy(ctx, cache.Snapshot()); err != nil {
 		return err
 	}
+	go func() {
+		err := metrics.Serve(ctx, api, metrics.ServerConfig{
+			Registry:    metrics.NewRegistry(logger, dp, ofClient),
+			Ready:       func() error { return ready(dp, cache) },
+			EnablePprof: o.EnablePprof,
+		})
+		if err != nil {
+			logger.Error(err, "Serving the agent API failed")
+		}
+	}()
 
 	// Pods already attached (agent restart) come back from OVSDB.
 	alloc, err := ipam.New(podCIDR, []netip.Addr{network.GatewayIP}, filepath.Join(o.StateDir, "ipam.json"))
@@ -137,12 +180,14 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("installing the initial flows: %w", err)
 	}
 	logger.Info("Datapath ready", "flows", len(dp.Flows()))
+	allowForwarding(ctx, bridge)
 	// ovs-vswitchd keeps no flows across a restart: install them all again.
 	// It also recreates the gateway's kernel interface, which loses its
 	// address and routes.
 	go ofClient.Watch(ctx, func(ctx context.Context) {
 		restoreNodeNetwork(ctx, bridge, netCfg, dp)
 		restoreFlows(ctx, dp)
+		allowForwarding(ctx, bridge)
 	})
 
 	go func() {
@@ -157,6 +202,18 @@ func Run(ctx context.Context, o *Options) error {
 	return cni.Run(ctx)
 }
 
+// ready is the agent's readiness: its flows are installed and its policy
+// state is in sync with the controller.
+func ready(dp *datapath.Datapath, cache *npcontroller.Cache) error {
+	switch {
+	case !dp.Started():
+		return errors.New("the datapath has not installed its flows yet")
+	case !cache.Synced():
+		return errors.New("the policy state is not in sync with the controller yet")
+	}
+	return nil
+}
+
 // syncPolicy realizes the cache's state whenever it changed, retrying with
 // backoff while OVS refuses. It always applies the newest state.
 func syncPolicy(ctx context.Context, dp *datapath.Datapath, cache *npcontroller.Cache, dirty <-chan struct{}) {
@@ -168,11 +225,13 @@ func syncPolicy(ctx context.Context, dp *datapath.Datapath, cache *npcontroller.
 			return
 		case <-dirty:
 		}
+		received := time.Now()
 		b := backoff
 		for {
 			start := time.Now()
 			err := dp.SetPolicy(ctx, cache.Snapshot())
 			if err == nil {
+				metrics.PolicyRealizationDuration.Observe(time.Since(received).Seconds())
 				logger.V(2).Info("Policy state realized", "duration", time.Since(start))
 				break
 			}
@@ -202,6 +261,20 @@ func restoreFlows(ctx context.Context, dp *datapath.Datapath) {
 			return
 		case <-time.After(backoff.Step()):
 		}
+	}
+}
+
+// allowForwarding clears other_config:flow-restore-wait once the flows are
+// installed: when OVS is started with it (as the lab does not yet; a
+// deployment's OVS start script may), ovs-vswitchd forwards nothing until
+// then instead of forwarding with an empty or stale table.
+func allowForwarding(ctx context.Context, bridge *ovsconfig.Client) {
+	cleared, err := bridge.ClearFlowRestoreWait(ctx)
+	switch {
+	case err != nil:
+		klog.FromContext(ctx).Error(err, "Clearing flow-restore-wait failed; OVS may not forward until it is cleared")
+	case cleared:
+		klog.FromContext(ctx).Info("Cleared flow-restore-wait: OVS forwards with the installed flows")
 	}
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 
 	"github.com/spf13/pflag"
@@ -18,6 +19,7 @@ type Options struct {
 	ControllerURL string
 	OVSDB         string
 	OFSocket      string
+	OVSUnixctl    string
 	Bridge        string
 	DatapathType  string
 	CNISocket     string
@@ -31,6 +33,11 @@ type Options struct {
 	// ControllerCAFile holds the controller's CA; empty reads it from the
 	// ConfigMap the controller publishes.
 	ControllerCAFile string
+	// APIBindAddress is where /metrics, /healthz, /readyz (and pprof) are
+	// served.
+	APIBindAddress string
+	// EnablePprof serves net/http/pprof under /debug/pprof/.
+	EnablePprof bool
 }
 
 // NewOptions returns the defaults of a real deployment.
@@ -38,6 +45,7 @@ func NewOptions() *Options {
 	return &Options{
 		OVSDB:        "unix:/var/run/openvswitch/db.sock",
 		OFSocket:     "/var/run/openvswitch/br-int.mgmt",
+		OVSUnixctl:   "/var/run/openvswitch/ovs-vswitchd.ctl",
 		Bridge:       "br-int",
 		DatapathType: "netdev",
 		CNISocket:    "/var/run/palisade/cni.sock",
@@ -47,6 +55,7 @@ func NewOptions() *Options {
 		// The pod's projected ServiceAccount token: bound to the pod and
 		// so to its node.
 		ControllerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		APIBindAddress:      "127.0.0.1:10350",
 	}
 }
 
@@ -57,6 +66,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ControllerURL, "controller-url", o.ControllerURL, "Base URL of the palisade-controller API (required).")
 	fs.StringVar(&o.OVSDB, "ovsdb", o.OVSDB, "OVSDB endpoint, e.g. unix:/var/run/openvswitch/db.sock.")
 	fs.StringVar(&o.OFSocket, "ofsocket", o.OFSocket, "Path of the bridge's OpenFlow management socket.")
+	fs.StringVar(&o.OVSUnixctl, "ovs-unixctl", o.OVSUnixctl, "Path of ovs-vswitchd's unixctl socket (ovs-appctl -t); the agent flushes OVS's datapath flow cache through it after policy changes.")
 	fs.StringVar(&o.Bridge, "bridge", o.Bridge, "Name of the OVS integration bridge.")
 	fs.StringVar(&o.DatapathType, "datapath-type", o.DatapathType, "OVS datapath type of the bridge (netdev or system).")
 	fs.StringVar(&o.CNISocket, "cni-socket", o.CNISocket, "Unix socket the CNI plugin talks to.")
@@ -64,6 +74,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces and the gateway; leave room for the tunnel's 50 bytes below the underlay's MTU.")
 	fs.StringVar(&o.TunnelType, "tunnel-type", o.TunnelType, "Encapsulation of pod traffic between nodes: geneve or vxlan.")
 	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "File with the agent's ServiceAccount token bound to its node (re-read on every connection), presented to the controller.")
+	fs.StringVar(&o.APIBindAddress, "api-bind-address", o.APIBindAddress, "host:port serving /metrics, /healthz, /readyz (and /debug/pprof with --enable-pprof).")
+	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "Serve Go profiling under /debug/pprof/ on --api-bind-address.")
 	fs.StringVar(&o.ControllerCAFile, "controller-ca-file", o.ControllerCAFile, "PEM file of the controller's CA; empty reads ConfigMap kube-system/palisade-ca.")
 }
 
@@ -85,6 +97,9 @@ func (o *Options) Validate() error {
 	}
 	if o.TunnelType != "geneve" && o.TunnelType != "vxlan" {
 		errs = append(errs, fmt.Errorf("--tunnel-type %q: want geneve or vxlan", o.TunnelType))
+	}
+	if _, port, err := net.SplitHostPort(o.APIBindAddress); err != nil || port == "" {
+		errs = append(errs, fmt.Errorf("--api-bind-address %q is not host:port", o.APIBindAddress))
 	}
 	if o.MTU < 576 || o.MTU > 9000 {
 		errs = append(errs, fmt.Errorf("--mtu %d is out of range [576, 9000]", o.MTU))

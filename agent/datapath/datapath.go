@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -38,6 +39,27 @@ type Datapath struct {
 	installed map[string]of.Flow
 	conjIDs   map[string]uint32
 	nextID    uint32
+	// round goes into every cookie (openflow.SetRound).
+	round uint8
+	// observe, if set, is told about every sync that had changes to apply.
+	observe func(replaceAll bool, took time.Duration, err error)
+}
+
+// SetRound sets the restart round carried in every flow's cookie. Call it
+// before Start.
+func (d *Datapath) SetRound(round uint8) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.round = round
+}
+
+// ObserveApply makes the datapath report every bundle it applies: whether
+// it replaced all flows, how long rendering and applying took, and its
+// error. Call it before Start.
+func (d *Datapath) ObserveApply(f func(replaceAll bool, took time.Duration, err error)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.observe = f
 }
 
 // New returns a Datapath that holds changes until Start.
@@ -167,6 +189,7 @@ func (d *Datapath) changeLocked(ctx context.Context, next openflow.State) error 
 // syncLocked renders the desired flows for next, applies the difference to
 // what is installed, and commits everything on success.
 func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceAll bool) error {
+	start := time.Now()
 	ids := maps.Clone(d.conjIDs)
 	nextID := d.nextID
 	used := map[string]uint32{}
@@ -181,6 +204,9 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 		return id
 	}
 	desired := openflow.Render(next, alloc)
+	if d.round != 0 {
+		openflow.SetRound(desired, d.round)
+	}
 	want := make(map[string]of.Flow, len(desired))
 	for _, f := range desired {
 		want[f.Key()] = f
@@ -193,7 +219,11 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 		ch = diff(d.installed, want, desired)
 	}
 	if !ch.Empty() {
-		if err := d.client.Apply(ctx, ch); err != nil {
+		err := d.client.Apply(ctx, ch)
+		if d.observe != nil {
+			d.observe(replaceAll, time.Since(start), err)
+		}
+		if err != nil {
 			return fmt.Errorf("applying %d added, %d modified, %d deleted flows: %w",
 				len(ch.Add), len(ch.Modify), len(ch.Delete), err)
 		}

@@ -246,7 +246,7 @@ func TestIntegrationDatapathRealOVS(t *testing.T) {
 	st.AppliedToGroups["atg-b"] = &cp.AppliedToGroup{Name: "atg-b", Members: []cp.GroupMember{member(b)}}
 	st.AppliedToGroups["atg-c"] = &cp.AppliedToGroup{Name: "atg-c", Members: []cp.GroupMember{member(c)}}
 	st.AddressGroups["ag-a"] = &cp.AddressGroup{Name: "ag-a", Members: []cp.GroupMember{member(a)}}
-	st.Policies["b-from-a"] = &cp.NetworkPolicy{Name: "b-from-a", AppliedToGroups: []string{"atg-b"}, PolicyTypes: []string{"Ingress"},
+	st.Policies["b-from-a"] = &cp.NetworkPolicy{Name: "b-from-a", SourceRef: cp.NetworkPolicyReference{Namespace: "x", Name: "b-from-a"}, AppliedToGroups: []string{"atg-b"}, PolicyTypes: []string{"Ingress"},
 		Rules: []cp.Rule{{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"ag-a"}},
 			Services: []cp.Service{{Protocol: cp.ProtocolTCP, Port: "80"}}}}}
 	st.Policies["c-deny"] = &cp.NetworkPolicy{Name: "c-deny", AppliedToGroups: []string{"atg-c"}, PolicyTypes: []string{"Ingress"}}
@@ -266,6 +266,9 @@ func TestIntegrationDatapathRealOVS(t *testing.T) {
 	t.Log("the bridge holds exactly the rendered flows")
 	compareWithRendered(t, ctx, inst, dp)
 
+	t.Log("the connection records its rule and the rule's counters grow")
+	checkRuleStats(t, ctx, inst, dp, ofc, a, b)
+
 	t.Log("OVS restarts (flows and conntrack state are lost): the datapath restores the same verdicts")
 	if err := inst.Restart(ctx); err != nil {
 		t.Fatalf("restarting OVS: %v", err)
@@ -282,6 +285,72 @@ func TestIntegrationDatapathRealOVS(t *testing.T) {
 	expectReach(t, inst, c, b, true)
 	expectReach(t, inst, b, c, true)
 	compareWithRendered(t, ctx, inst, dp)
+}
+
+// checkRuleStats sends over an allowed connection a -> b:80 and checks that
+// conntrack recorded the ingress rule's id (conjunction 1, the only rule)
+// in the connection's label and that the rule's counters count it.
+func checkRuleStats(t *testing.T, ctx context.Context, inst *ovsinstance.Instance, dp *datapath.Datapath, ofc *openflow.Client, a, b testPod) {
+	t.Helper()
+	conn, err := a.dial(b)
+	if err != nil {
+		t.Fatalf("a -> b:80: %v", err)
+	}
+	defer conn.Close()
+	for i := range 5 {
+		if err := echo(conn, fmt.Sprint("message ", i)); err != nil {
+			t.Fatalf("echo over a -> b:80: %v", err)
+		}
+	}
+	ct, err := inst.Appctl("dpctl/dump-conntrack", "zone=65520")
+	if err != nil {
+		t.Fatalf("dpctl/dump-conntrack: %v", err)
+	}
+	var line string
+	for _, l := range strings.Split(ct, "\n") {
+		if strings.Contains(l, "src="+a.iface.IP.String()) && strings.Contains(l, "dst="+b.iface.IP.String()) && strings.Contains(l, "dport=80") &&
+			strings.Contains(l, "ESTABLISHED") {
+			line = l
+		}
+	}
+	// ct_label: egress rule id (none: 0) in bits 0..31, ingress rule id (1) in 32..63.
+	if !strings.Contains(line, "labels=0x100000000") {
+		t.Errorf("conntrack entry of a -> b:80 lacks labels=0x100000000 (ingress rule 1):\n%s", ct)
+	}
+	// OVS's revalidators credit the datapath's packets to the OpenFlow
+	// flows about once a second.
+	var st datapath.Stats
+	var rule *datapath.RuleStats
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st, err = dp.Stats(ctx, ofc)
+		if err != nil {
+			t.Fatalf("Stats: %v", err)
+		}
+		rule = nil
+		for i, r := range st.Rules {
+			if r.Rule == (aof.RuleRef{Namespace: "x", Name: "b-from-a", Direction: "Ingress", Index: 0}) {
+				rule = &st.Rules[i]
+			}
+		}
+		// 5 echoes are at least 10 packets after the first; the dial's
+		// own echo and earlier connections add more.
+		if rule != nil && rule.Sessions >= 2 && rule.Packets >= 10 && rule.Bytes > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if rule == nil || rule.Sessions < 2 || rule.Packets < 10 || rule.Bytes == 0 {
+		t.Errorf("rule statistics %+v: want the rule x/b-from-a ingress 0 with >= 2 sessions, >= 10 packets and some bytes", st)
+	}
+	var drops uint64
+	for _, d := range st.Drops {
+		if d.Direction == "Ingress" {
+			drops = d.Packets
+		}
+	}
+	if drops == 0 {
+		t.Errorf("no ingress default drops counted after c -> b and a -> c were refused: %+v", st.Drops)
+	}
+	t.Logf("rule statistics: %+v; conntrack: %s", st, strings.TrimSpace(line))
 }
 
 func dumpNoNames(t *testing.T, inst *ovsinstance.Instance, bridge string) []string {

@@ -198,3 +198,25 @@ func TestNetworkAndRemoteNodes(t *testing.T) {
 		}
 	}
 }
+
+func TestRoundInEveryCookie(t *testing.T) {
+	ctx := context.Background()
+	r := &recorder{flows: map[string]of.Flow{}}
+	dp := New(r)
+	dp.SetRound(3)
+	if err := dp.AddPod(ctx, testPod("a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.SetPolicy(ctx, denyAll("a")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range r.flows {
+		if f.Cookie&openflow.CookieRoundMask != 3<<openflow.CookieRoundShift {
+			t.Fatalf("flow without round 3 in its cookie: %s", f)
+		}
+	}
+	sameFlows(t, r.flows, dp)
+}

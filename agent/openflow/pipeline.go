@@ -6,6 +6,8 @@
 package openflow
 
 import (
+	"strconv"
+
 	of "palisade.dev/palisade/ovs/openflow"
 )
 
@@ -19,17 +21,19 @@ var (
 	ConntrackStateTable  = of.Table{ID: 4, Name: "ConntrackState"}
 	EgressRuleTable      = of.Table{ID: 5, Name: "EgressRule"}
 	EgressDefaultTable   = of.Table{ID: 6, Name: "EgressDefault"}
-	L2ForwardingTable    = of.Table{ID: 7, Name: "L2Forwarding"}
-	IngressRuleTable     = of.Table{ID: 8, Name: "IngressRule"}
-	IngressDefaultTable  = of.Table{ID: 9, Name: "IngressDefault"}
-	ConntrackCommitTable = of.Table{ID: 10, Name: "ConntrackCommit"}
-	OutputTable          = of.Table{ID: 11, Name: "Output"}
+	EgressMetricTable    = of.Table{ID: 7, Name: "EgressMetric"} // rule statistics (metric.go)
+	L2ForwardingTable    = of.Table{ID: 8, Name: "L2Forwarding"}
+	IngressRuleTable     = of.Table{ID: 9, Name: "IngressRule"}
+	IngressDefaultTable  = of.Table{ID: 10, Name: "IngressDefault"}
+	IngressMetricTable   = of.Table{ID: 11, Name: "IngressMetric"}
+	ConntrackCommitTable = of.Table{ID: 12, Name: "ConntrackCommit"}
+	OutputTable          = of.Table{ID: 13, Name: "Output"}
 
 	// Pipeline lists every table in order.
 	Pipeline = []of.Table{
 		ClassifierTable, SpoofGuardTable, L3ForwardingTable, ConntrackTable, ConntrackStateTable,
-		EgressRuleTable, EgressDefaultTable, L2ForwardingTable,
-		IngressRuleTable, IngressDefaultTable, ConntrackCommitTable, OutputTable,
+		EgressRuleTable, EgressDefaultTable, EgressMetricTable, L2ForwardingTable,
+		IngressRuleTable, IngressDefaultTable, IngressMetricTable, ConntrackCommitTable, OutputTable,
 	}
 )
 
@@ -49,7 +53,10 @@ const CtZone uint16 = 65520
 // node's gateway, the tunnel) and reg0[4] that L3Forwarding routed it to
 // the tunnel; reg1 holds the output port chosen by L2Forwarding; reg2 and
 // reg3 hold the conjunction id of the egress and ingress rule that allowed a
-// new connection (visible in traces).
+// new connection (visible in traces). ConntrackCommit records both in the
+// connection's label: ct_label[0..31] the egress rule, ct_label[32..63] the
+// ingress rule, so the metric tables count a connection's later packets by
+// the rules that allowed it.
 const (
 	regSource      = 0
 	regOutPort     = 1
@@ -84,10 +91,36 @@ const (
 	CookieIsolate  uint64 = 4 << 48
 	CookieNetwork  uint64 = 5 << 48 // the gateway and tunnel ports; id: the ofport
 	CookieNode     uint64 = 6 << 48 // a remote node; id: its IPv4 address
+	CookieMetric   uint64 = 7 << 48 // a rule's counters; id: MetricKind<<32 | the conjunction id
 
 	CookieCategoryMask uint64 = 0xff << 48
 	CookieIDMask       uint64 = 1<<48 - 1
+	CookieRoundShift          = 56
+	CookieRoundMask    uint64 = 0xff << CookieRoundShift
 )
+
+// RoundExternalID is the bridge's external_ids key that keeps the agent's
+// restart round: every agent start takes the next one (1..255, then 1
+// again) and puts it in bits 56..63 of every cookie, so a flow says which
+// agent run installed it.
+const RoundExternalID = "palisade-round"
+
+// NextRound is the round after prev (as stored in external_ids; "" or
+// garbage start at 1).
+func NextRound(prev string) uint8 {
+	n, err := strconv.ParseUint(prev, 10, 8)
+	if err != nil || n >= 255 {
+		return 1
+	}
+	return uint8(n) + 1
+}
+
+// SetRound puts round into the cookie of every flow.
+func SetRound(flows []of.Flow, round uint8) {
+	for i := range flows {
+		flows[i].Cookie = flows[i].Cookie&^CookieRoundMask | uint64(round)<<CookieRoundShift
+	}
+}
 
 func gotoTable(t of.Table) of.Action { return of.GotoTable{Table: t} }
 
@@ -113,20 +146,28 @@ func PipelineFlows() []of.Flow {
 		{Table: ConntrackStateTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(EgressRuleTable)}},
 		// Packets of established connections skip policy: they were allowed
 		// when the connection was committed.
+		// (through the metric table, which counts them by the rule that
+		// allowed the connection).
 		{Table: EgressRuleTable, Priority: priorityEstablished, Cookie: c, Match: established,
-			Actions: []of.Action{gotoTable(L2ForwardingTable)}},
+			Actions: []of.Action{gotoTable(EgressMetricTable)}},
 		{Table: EgressRuleTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(EgressDefaultTable)}},
-		{Table: EgressDefaultTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(L2ForwardingTable)}},
+		{Table: EgressDefaultTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(EgressMetricTable)}},
+		{Table: EgressMetricTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(L2ForwardingTable)}},
 		{Table: L2ForwardingTable, Priority: priorityDefault, Cookie: c},
 		{Table: IngressRuleTable, Priority: priorityEstablished, Cookie: c, Match: established,
-			Actions: []of.Action{gotoTable(OutputTable)}},
+			Actions: []of.Action{gotoTable(IngressMetricTable)}},
 		{Table: IngressRuleTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(IngressDefaultTable)}},
-		{Table: IngressDefaultTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(ConntrackCommitTable)}},
+		{Table: IngressDefaultTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(IngressMetricTable)}},
+		{Table: IngressMetricTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(ConntrackCommitTable)}},
 		// A new connection is committed only here, after both the source's
-		// egress rules and the destination's ingress rules allowed it.
+		// egress rules and the destination's ingress rules allowed it, with
+		// the ids of both rules in its label.
 		{Table: ConntrackCommitTable, Priority: priorityNormal, Cookie: c,
-			Match:   of.Match{Protocol: of.ProtoIP, CtState: of.CtState{Set: of.CtNew | of.CtTrk, Mask: of.CtNew | of.CtTrk}},
-			Actions: []of.Action{of.CT{Commit: true, Zone: CtZone}, gotoTable(OutputTable)}},
+			Match: of.Match{Protocol: of.ProtoIP, CtState: of.CtState{Set: of.CtNew | of.CtTrk, Mask: of.CtNew | of.CtTrk}},
+			Actions: []of.Action{of.CT{Commit: true, Zone: CtZone, Exec: []of.Action{
+				of.Move{Src: of.RegField(regEgressRule), Dst: of.FieldCtLabel, DstOfs: ctLabelEgressOfs, NBits: 32},
+				of.Move{Src: of.RegField(regIngressRule), Dst: of.FieldCtLabel, DstOfs: ctLabelIngressOfs, NBits: 32},
+			}}, gotoTable(OutputTable)}},
 		{Table: ConntrackCommitTable, Priority: priorityDefault, Cookie: c, Actions: []of.Action{gotoTable(OutputTable)}},
 		{Table: OutputTable, Priority: priorityNormal, Cookie: c, Match: ip,
 			Actions: []of.Action{of.OutputReg{Reg: regOutPort, Start: 0, End: 31}}},

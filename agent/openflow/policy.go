@@ -22,8 +22,13 @@ type ConjIDs func(key string) uint32
 // direction holds what differs between ingress and egress rules.
 type direction struct {
 	table, next, defaultTable of.Table
-	ruleReg                   uint8
-	policyType                string
+	// metricTable counts the rules' connections; metricNext follows it.
+	metricTable, metricNext of.Table
+	ruleReg                 uint8
+	// ctLabelOfs is where ConntrackCommit records the rule's id in the
+	// connection's label.
+	ctLabelOfs uint16
+	policyType string
 	// peers returns the rule's peers in this direction.
 	peers func(r cp.Rule) cp.Peer
 	// peerMatch matches a peer prefix; targetMatch matches a local pod.
@@ -36,8 +41,8 @@ type direction struct {
 
 var (
 	ingress = direction{
-		table: IngressRuleTable, next: ConntrackCommitTable, defaultTable: IngressDefaultTable,
-		ruleReg: regIngressRule, policyType: "Ingress",
+		table: IngressRuleTable, next: IngressMetricTable, defaultTable: IngressDefaultTable,
+		metricTable: IngressMetricTable, metricNext: ConntrackCommitTable, ruleReg: regIngressRule, ctLabelOfs: ctLabelIngressOfs, policyType: "Ingress",
 		peers:     func(r cp.Rule) cp.Peer { return r.From },
 		peerMatch: func(p netip.Prefix) of.Match { return of.Match{Protocol: of.ProtoIP, IPSrc: p} },
 		targetMatch: func(p interfacestore.PodInterface) of.Match {
@@ -45,8 +50,8 @@ var (
 		},
 	}
 	egress = direction{
-		table: EgressRuleTable, next: L2ForwardingTable, defaultTable: EgressDefaultTable,
-		ruleReg: regEgressRule, policyType: "Egress",
+		table: EgressRuleTable, next: EgressMetricTable, defaultTable: EgressDefaultTable,
+		metricTable: EgressMetricTable, metricNext: L2ForwardingTable, ruleReg: regEgressRule, ctLabelOfs: ctLabelEgressOfs, policyType: "Egress",
 		peers:     func(r cp.Rule) cp.Peer { return r.To },
 		peerMatch: func(p netip.Prefix) of.Match { return of.Match{Protocol: of.ProtoIP, IPDst: p} },
 		targetMatch: func(p interfacestore.PodInterface) of.Match {
@@ -458,7 +463,7 @@ func appendUnitFlows(flows []of.Flow, u unit, id uint32) []of.Flow {
 			// wins over a conjunction that shares its target match.
 			flows = append(flows, of.Flow{Table: u.dir.table, Priority: priorityRule + 1, Cookie: cookie, Match: m, Actions: action})
 		}
-		return flows
+		return appendMetricFlows(flows, u.dir, id)
 	}
 	n := uint8(len(clauses))
 	for k, ms := range clauses {
@@ -469,5 +474,5 @@ func appendUnitFlows(flows []of.Flow, u unit, id uint32) []of.Flow {
 	}
 	flows = append(flows, of.Flow{Table: u.dir.table, Priority: priorityRule, Cookie: cookie,
 		Match: of.Match{Protocol: of.ProtoIP, ConjID: id}, Actions: action})
-	return flows
+	return appendMetricFlows(flows, u.dir, id)
 }

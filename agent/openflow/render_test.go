@@ -3,6 +3,7 @@ package openflow
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -185,8 +186,14 @@ func TestRuleFlowCountIsSumNotProduct(t *testing.T) {
 		Services: []cp.Service{{Protocol: cp.ProtocolTCP, Port: "80"}, {Protocol: cp.ProtocolTCP, Port: "443"}, {Protocol: cp.ProtocolUDP, Port: "53"}},
 	}}}
 	flows := PolicyFlows(st, pods(podA, podB), counter())
-	if len(flows) != 5+2+3+1 {
-		t.Errorf("got %d flows, want 11:\n%s", len(flows), renderText(flows))
+	byTable := map[string]int{}
+	for _, f := range flows {
+		byTable[f.Table.Name]++
+	}
+	// The rule's two counters (new sessions, established packets) live in
+	// the metric table, apart from its conjunction.
+	if want := map[string]int{"IngressRule": 5 + 2 + 3 + 1, "IngressMetric": 2}; !maps.Equal(byTable, want) {
+		t.Errorf("got flows per table %v, want %v:\n%s", byTable, want, renderText(flows))
 	}
 }
 
@@ -221,5 +228,143 @@ func TestPortRangeMasks(t *testing.T) {
 				t.Fatalf("range %v: port %d covered %d times", r, p, count[uint16(p)])
 			}
 		}
+	}
+}
+
+// TestTraceRecordsRulesInConnection checks that a new connection is
+// committed with the ids of the rules that allowed it in its label, that
+// it is counted once as a session of each rule, and that later packets of
+// the connection are counted by the rules in the label.
+func TestTraceRecordsRulesInConnection(t *testing.T) {
+	st := skeletonPolicy() // ingress rule: x/b accepts TCP 80 from x/a (conjunction 1)
+	st.Policies["uid-2"] = &cp.NetworkPolicy{Name: "uid-2", AppliedToGroups: []string{"atg-a"},
+		PolicyTypes: []string{"Egress"},
+		Rules:       []cp.Rule{{Direction: cp.DirectionOut, To: cp.Peer{AddressGroups: []string{"ag-b"}}}}}
+	st.AppliedToGroups["atg-a"] = &cp.AppliedToGroup{Name: "atg-a", Members: []cp.GroupMember{member(podA)}}
+	st.AddressGroups["ag-b"] = &cp.AddressGroup{Name: "ag-b", Members: []cp.GroupMember{member(podB)}}
+	flows := Render(State{Pods: pods(podA, podB, podC), Policy: st}, counter())
+	tr := newTracer(flows)
+	const ingressID, egressID = 1, 2
+
+	hits := func(v verdict, cookie uint64) int {
+		n := 0
+		for _, c := range v.Cookies {
+			if c == cookie {
+				n++
+			}
+		}
+		return n
+	}
+	tests := []struct {
+		name      string
+		pkt       packet
+		want      string
+		wantLabel uint64
+		counted   []uint64 // metric flows hit once each
+	}{
+		{"new connection allowed by both rules", tcp(podA, podB, 80), "output:3", egressID | ingressID<<32,
+			[]uint64{MetricCookie(MetricSessions, egressID), MetricCookie(MetricSessions, ingressID)}},
+		{"a later packet of it", func() packet {
+			p := tcp(podA, podB, 80)
+			p.CtResult = of.CtEst
+			p.CtLabel = egressID | ingressID<<32
+			return p
+		}(),
+			"output:3", 0, []uint64{MetricCookie(MetricEstablished, egressID), MetricCookie(MetricEstablished, ingressID)}},
+		{"its reply", func() packet {
+			p := tcp(podB, podA, 40000)
+			p.CtResult = of.CtEst
+			p.CtLabel = egressID | ingressID<<32
+			return p
+		}(),
+			"output:2", 0, []uint64{MetricCookie(MetricEstablished, egressID), MetricCookie(MetricEstablished, ingressID)}},
+		{"egress rule only (c is not isolated)", tcp(podA, podC, 80), "drop", 0, nil},
+		{"unlabelled established packet", func() packet { p := tcp(podC, podA, 80); p.CtResult = of.CtEst; return p }(), "output:2", 0, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := tr.trace(tc.pkt)
+			if v.String() != tc.want {
+				t.Fatalf("verdict %s, want %s; path %v", v, tc.want, v.Path)
+			}
+			if v.Committed && v.Label != tc.wantLabel {
+				t.Errorf("committed label 0x%x, want 0x%x", v.Label, tc.wantLabel)
+			}
+			for _, c := range tc.counted {
+				if n := hits(v, c); n != 1 {
+					t.Errorf("metric flow 0x%x hit %d times, want once; cookies %x", c, n, v.Cookies)
+				}
+			}
+			metricHits := 0
+			for _, c := range v.Cookies {
+				if _, _, ok := ParseMetricCookie(c); ok {
+					metricHits++
+				}
+			}
+			if metricHits != len(tc.counted) {
+				t.Errorf("%d metric flows hit, want %d; cookies %x", metricHits, len(tc.counted), v.Cookies)
+			}
+		})
+	}
+}
+
+func TestParseMetricCookie(t *testing.T) {
+	for _, tc := range []struct {
+		cookie uint64
+		kind   MetricKind
+		id     uint32
+		ok     bool
+	}{
+		{MetricCookie(MetricSessions, 7), MetricSessions, 7, true},
+		{MetricCookie(MetricEstablished, 0xffffffff), MetricEstablished, 0xffffffff, true},
+		{CookiePolicy | 7, 0, 0, false},
+		{CookieMetric | 3<<32 | 7, 0, 0, false},
+		{CookieMetric | 1<<40 | 1<<32 | 7, 0, 0, false},
+	} {
+		kind, id, ok := ParseMetricCookie(tc.cookie)
+		if kind != tc.kind || id != tc.id || ok != tc.ok {
+			t.Errorf("ParseMetricCookie(0x%x) = %v, %d, %v; want %v, %d, %v", tc.cookie, kind, id, ok, tc.kind, tc.id, tc.ok)
+		}
+	}
+}
+
+func TestRulesMapsIDsBack(t *testing.T) {
+	st := skeletonPolicy()
+	st.Policies["uid-1"].SourceRef = cp.NetworkPolicyReference{Namespace: "x", Name: "allow-a"}
+	st.Policies["uid-1"].Rules = append(st.Policies["uid-1"].Rules, cp.Rule{Direction: cp.DirectionOut})
+	keys := map[string]uint32{}
+	next := uint32(10)
+	ids := func(key string) uint32 {
+		if _, ok := keys[key]; !ok {
+			keys[key] = next
+			next++
+		}
+		return keys[key]
+	}
+	state := State{Pods: pods(podA, podB, podC), Policy: st}
+	Render(state, ids)
+	got := Rules(state, func(key string) (uint32, bool) { id, ok := keys[key]; return id, ok })
+	want := map[uint32]RuleRef{
+		10: {Namespace: "x", Name: "allow-a", Direction: "Ingress", Index: 0},
+		11: {Namespace: "x", Name: "allow-a", Direction: "Egress", Index: 1},
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("Rules() = %v, want %v", got, want)
+	}
+}
+
+func TestRound(t *testing.T) {
+	for prev, want := range map[string]uint8{"": 1, "1": 2, "254": 255, "255": 1, "junk": 1, "-3": 1} {
+		if got := NextRound(prev); got != want {
+			t.Errorf("NextRound(%q) = %d, want %d", prev, got, want)
+		}
+	}
+	flows := []of.Flow{{Cookie: MetricCookie(MetricSessions, 9)}, {Cookie: 0x0500000000000000 | CookiePod | 3}}
+	SetRound(flows, 7)
+	if flows[0].Cookie != 0x0700000000000000|MetricCookie(MetricSessions, 9) || flows[1].Cookie != 0x0700000000000000|CookiePod|3 {
+		t.Fatalf("SetRound(7) gave cookies %x", []uint64{flows[0].Cookie, flows[1].Cookie})
+	}
+	if kind, id, ok := ParseMetricCookie(flows[0].Cookie); !ok || kind != MetricSessions || id != 9 {
+		t.Fatalf("ParseMetricCookie of a cookie with a round = %v, %d, %v", kind, id, ok)
 	}
 }

@@ -22,6 +22,9 @@ type packet struct {
 	CtResult uint32
 	// TunSrc is the outer source of a packet that came through the tunnel.
 	TunSrc netip.Addr
+	// CtLabel is the label (low 64 bits) of the packet's connection, as
+	// conntrack reports it for an established connection.
+	CtLabel uint64
 }
 
 // verdict is where the tracer left the packet.
@@ -38,6 +41,10 @@ type verdict struct {
 	TTLDecrements int
 	Regs          [16]uint32
 	Path          []string // table names walked
+	// Cookies are those of the flows the packet hit, in order.
+	Cookies []uint64
+	// Label is what the commit recorded in the connection's ct_label.
+	Label uint64
 }
 
 func (v verdict) String() string {
@@ -143,6 +150,9 @@ func (s *pktState) matches(m of.Match) bool {
 			return false
 		}
 	}
+	if m.CtLabel.Mask != 0 && (!s.tracked || s.CtLabel&m.CtLabel.Mask != m.CtLabel.Value&m.CtLabel.Mask) {
+		return false
+	}
 	if m.ConjID != s.conjID {
 		return false
 	}
@@ -208,6 +218,7 @@ func (t *tracer) trace(p packet) verdict {
 			return v
 		}
 		v.Path = append(v.Path, f.Table.Name)
+		v.Cookies = append(v.Cookies, f.Cookie)
 		next := -1
 		for _, a := range f.Actions {
 			switch a := a.(type) {
@@ -223,6 +234,7 @@ func (t *tracer) trace(p packet) verdict {
 			case of.CT:
 				if a.Commit {
 					v.Committed = true
+					v.Label = commitLabel(s.regs, a.Exec)
 				}
 				if a.Table != nil {
 					s.tracked = true
@@ -254,4 +266,23 @@ func (t *tracer) trace(p packet) verdict {
 		table = uint8(next)
 	}
 	panic("trace: loop")
+}
+
+// commitLabel evaluates the moves of a ct(commit,exec(...)) into the low 64
+// bits of the connection's label.
+func commitLabel(regs [16]uint32, exec []of.Action) uint64 {
+	var label uint64
+	for _, a := range exec {
+		m, ok := a.(of.Move)
+		if !ok || m.Dst != of.FieldCtLabel {
+			panic(fmt.Sprintf("trace: exec action %s is not implemented", a))
+		}
+		var reg uint8
+		if _, err := fmt.Sscanf(string(m.Src), "NXM_NX_REG%d", &reg); err != nil {
+			panic(fmt.Sprintf("trace: move from %s is not implemented", m.Src))
+		}
+		bits := uint64(1)<<m.NBits - 1
+		label = label&^(bits<<m.DstOfs) | (uint64(regs[reg])>>m.SrcOfs&bits)<<m.DstOfs
+	}
+	return label
 }

@@ -97,6 +97,19 @@ func everyFeatureFlows() []Flow {
 		{Table: tOutput, Priority: 90, Cookie: 0x30,
 			Match:   Match{Protocol: ProtoIP, Regs: []RegMatch{{Reg: 4, Value: 0, Mask: 0xffffffff}}},
 			Actions: []Action{CT{Commit: true, Zone: zone}, Normal{}}},
+		// Rule ids recorded in the connection, and matched on later packets.
+		{Table: tOutput, Priority: 70, Cookie: 0x50,
+			Match: Match{Protocol: ProtoTCP, CtState: CtState{Set: CtNew | CtTrk, Mask: CtNew | CtTrk}},
+			Actions: []Action{CT{Commit: true, Zone: zone, Exec: []Action{
+				Move{Src: RegField(2), Dst: FieldCtLabel, NBits: 32},
+				Move{Src: RegField(3), Dst: FieldCtLabel, DstOfs: 32, NBits: 32},
+				Move{Src: RegField(4), SrcOfs: 16, Dst: FieldCtMark, DstOfs: 8, NBits: 16}}}, Output{Port: 3}}},
+		{Table: tOutput, Priority: 60, Cookie: 0x50,
+			Match:   Match{Protocol: ProtoIP, CtState: CtState{Set: CtTrk, Mask: CtNew | CtTrk}, CtLabel: CtLabelMatch{Value: 7, Mask: 0xffffffff}},
+			Actions: []Action{Move{Src: RegField(3), Dst: RegField(5), DstOfs: 8, NBits: 8}, Output{Port: 3}}},
+		{Table: tOutput, Priority: 60, Cookie: 0x50,
+			Match:   Match{Protocol: ProtoIP, CtState: CtState{Set: CtTrk, Mask: CtNew | CtTrk}, CtLabel: CtLabelMatch{Value: 9 << 32, Mask: 0xffffffff << 32}},
+			Actions: []Action{Output{Port: 3}}},
 		// Routing and tunnels: tun_src, arp_tpa, MAC rewrites, dec_ttl, tun_dst.
 		{Table: tClassifier, Priority: 180, Cookie: 0x40,
 			Match: Match{InPort: 5, Protocol: ProtoIP, TunSrc: netip.MustParseAddr("198.18.0.12"), IPDst: netip.MustParsePrefix("198.19.1.7/32")},
@@ -318,4 +331,47 @@ func TestApplyIsAtomic(t *testing.T) {
 	if diff := cmp.Diff(before, dump(t, inst, "br-int")); diff != "" {
 		t.Fatalf("flows after restart differ:\n%s", diff)
 	}
+}
+
+func TestFlowStats(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, c := setup(t, ctx)
+	counted := Flow{Table: tClassifier, Priority: 300, Cookie: 0x7000000000005, Match: Match{Protocol: ProtoUDP}}
+	other := Flow{Table: tClassifier, Priority: 300, Cookie: 0x7000000000006, Match: Match{Protocol: ProtoTCP}}
+	elsewhere := Flow{Table: tOutput, Priority: 300, Cookie: 0x7000000000005, Match: Match{Protocol: ProtoUDP}}
+	if err := c.Apply(ctx, Changes{Add: append(everyFeatureFlows(), counted, other, elsewhere)}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	// A 42-byte UDP packet from 198.18.0.1 to 198.18.0.2, three times
+	// through the pipeline.
+	const udp = "0a00000000010a00000000020800" + "4500001c000000004011" + "0000c6120001c6120002" + "0035003500080000"
+	for range 3 {
+		if _, err := inst.OfctlBridge("br-int", "packet-out", "in_port=controller packet="+udp+" actions=table"); err != nil {
+			t.Fatalf("packet-out: %v", err)
+		}
+	}
+	got, err := c.FlowStats(ctx, tClassifier.ID, 0x7000000000000, 0xff000000000000)
+	if err != nil {
+		t.Fatalf("FlowStats: %v", err)
+	}
+	want := map[uint64]FlowStat{
+		counted.Cookie: {Table: tClassifier.ID, Priority: 300, Cookie: counted.Cookie, Packets: 3, Bytes: 3 * 42},
+		other.Cookie:   {Table: tClassifier.ID, Priority: 300, Cookie: other.Cookie},
+	}
+	gotByCookie := map[uint64]FlowStat{}
+	for _, s := range got {
+		gotByCookie[s.Cookie] = s
+	}
+	if diff := cmp.Diff(want, gotByCookie); diff != "" {
+		t.Fatalf("FlowStats(table %d, cookie 0x7/0xff<<48) (-want +got):\n%s", tClassifier.ID, diff)
+	}
+	all, err := c.FlowStats(ctx, AllTables, 0, 0)
+	if err != nil {
+		t.Fatalf("FlowStats of all tables: %v", err)
+	}
+	if n := len(everyFeatureFlows()) + 3; len(all) != n {
+		t.Fatalf("FlowStats of all tables returned %d flows, want %d", len(all), n)
+	}
+	t.Logf("counters of the UDP flow: %+v", gotByCookie[counted.Cookie])
 }

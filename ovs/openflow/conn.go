@@ -23,6 +23,7 @@ const (
 	typeHello       = 0
 	typeError       = 1
 	typeEchoRequest = 2
+	typeMultipart   = 19 // OFPT_MULTIPART_REPLY
 	typeBundleCtrl  = 33
 	headerLen       = 8
 )
@@ -33,6 +34,8 @@ type reply struct {
 	err      *ofError // set for OFPT_ERROR
 	bundleID uint32   // set for OFPT_BUNDLE_CONTROL
 	ctrlType uint16
+	// multipart is the whole message of an OFPT_MULTIPART_REPLY.
+	multipart []byte
 }
 
 // conn is one OpenFlow 1.5 connection. A single goroutine reads it,
@@ -117,6 +120,8 @@ func (cn *conn) read() {
 				continue
 			}
 			rp = reply{xid: xid, bundleID: binary.BigEndian.Uint32(msg[8:12]), ctrlType: binary.BigEndian.Uint16(msg[12:14])}
+		case typeMultipart:
+			rp = reply{xid: xid, multipart: msg}
 		default:
 			continue // port status and other asynchronous messages
 		}

@@ -117,6 +117,14 @@ type Match struct {
 	// TunSrc matches the outer source IPv4 address of a packet that
 	// arrived through a tunnel port.
 	TunSrc netip.Addr
+	// CtLabel matches bits of the connection's label.
+	CtLabel CtLabelMatch
+}
+
+// CtLabelMatch matches the low 64 bits of the 128-bit ct_label: the bits in
+// Mask must equal those in Value. A zero Mask does not match the label.
+type CtLabelMatch struct {
+	Value, Mask uint64
 }
 
 func prefixString(p netip.Prefix) string {
@@ -180,6 +188,9 @@ func (m Match) String() string {
 	if m.TunSrc.IsValid() {
 		add("tun_src=%s", m.TunSrc)
 	}
+	if m.CtLabel.Mask != 0 {
+		add("ct_label=0x%x/0x%x", m.CtLabel.Value&m.CtLabel.Mask, m.CtLabel.Mask)
+	}
 	return strings.Join(parts, ",")
 }
 
@@ -224,6 +235,42 @@ type CT struct {
 	Exec  []Action
 }
 
+// Field names a packet field a Move reads or writes, in NXM syntax.
+type Field string
+
+// Fields a Move can use.
+const (
+	FieldCtLabel Field = "NXM_NX_CT_LABEL"
+	FieldCtMark  Field = "NXM_NX_CT_MARK"
+)
+
+// RegField is register reg0..reg15 as a Move field.
+func RegField(n uint8) Field { return Field(fmt.Sprintf("NXM_NX_REG%d", n)) }
+
+// width is the field's size in bits, 0 for an unknown field.
+func (f Field) width() uint16 {
+	switch f {
+	case FieldCtLabel:
+		return 128
+	case FieldCtMark:
+		return 32
+	}
+	var n uint8
+	if _, err := fmt.Sscanf(string(f), "NXM_NX_REG%d", &n); err == nil && n <= 15 && string(f) == string(RegField(n)) {
+		return 32
+	}
+	return 0
+}
+
+// Move copies NBits bits from Src (starting at bit SrcOfs) to Dst (at bit
+// DstOfs), ovs-ofctl's move (OpenFlow 1.5 copy_field). Inside CT.Exec it
+// may write ct_label or ct_mark, and only there.
+type Move struct {
+	Src, Dst       Field
+	SrcOfs, DstOfs uint16
+	NBits          uint16
+}
+
 // Normal hands the packet to the switch's L2 learning.
 type Normal struct{}
 
@@ -253,6 +300,7 @@ func (SetEthSrc) isAction()   {}
 func (SetEthDst) isAction()   {}
 func (SetTunDst) isAction()   {}
 func (DecTTL) isAction()      {}
+func (Move) isAction()        {}
 
 func (a Output) String() string { return fmt.Sprintf("output:%d", a.Port) }
 func (a OutputReg) String() string {
@@ -285,6 +333,9 @@ func (a SetEthSrc) String() string { return fmt.Sprintf("set_field:%s->eth_src",
 func (a SetEthDst) String() string { return fmt.Sprintf("set_field:%s->eth_dst", a.MAC) }
 func (a SetTunDst) String() string { return fmt.Sprintf("set_field:%s->tun_dst", a.IP) }
 func (DecTTL) String() string      { return "dec_ttl" }
+func (a Move) String() string {
+	return fmt.Sprintf("move:%s[%d..%d]->%s[%d..%d]", a.Src, a.SrcOfs, a.SrcOfs+a.NBits-1, a.Dst, a.DstOfs, a.DstOfs+a.NBits-1)
+}
 
 func joinActions(as []Action) string {
 	s := make([]string, len(as))

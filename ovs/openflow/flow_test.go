@@ -73,6 +73,22 @@ func TestFlowString(t *testing.T) {
 			want: "cookie=0x0,table=0,priority=210,arp,arp_tpa=198.19.1.1 actions=output:2",
 		},
 		{
+			name: "rule ids into the connection's label",
+			flow: Flow{Table: Table{ID: 10, Name: "ConntrackCommit"}, Priority: 200,
+				Match: Match{Protocol: ProtoIP, CtState: CtState{Set: CtNew | CtTrk, Mask: CtNew | CtTrk}},
+				Actions: []Action{CT{Commit: true, Zone: 65520, Exec: []Action{
+					Move{Src: RegField(2), Dst: FieldCtLabel, NBits: 32},
+					Move{Src: RegField(3), Dst: FieldCtLabel, DstOfs: 32, NBits: 32}}}}},
+			want: "cookie=0x0,table=ConntrackCommit,priority=200,ip,ct_state=+new+trk actions=ct(commit,zone=65520,exec(" +
+				"move:NXM_NX_REG2[0..31]->NXM_NX_CT_LABEL[0..31],move:NXM_NX_REG3[0..31]->NXM_NX_CT_LABEL[32..63]))",
+		},
+		{
+			name: "ct_label",
+			flow: Flow{Table: Table{ID: 6, Name: "EgressMetric"}, Priority: 200,
+				Match: Match{Protocol: ProtoIP, CtState: CtState{Set: CtTrk, Mask: CtNew | CtTrk}, CtLabel: CtLabelMatch{Value: 5 << 32, Mask: 0xffffffff << 32}}},
+			want: "cookie=0x0,table=EgressMetric,priority=200,ip,ct_state=-new+trk,ct_label=0x500000000/0xffffffff00000000 actions=drop",
+		},
+		{
 			name: "ct to a table",
 			flow: Flow{Table: Table{ID: 1, Name: "Conntrack"}, Priority: 100,
 				Match: Match{Protocol: ProtoIP}, Actions: []Action{CT{Zone: 65520, Table: &Table{ID: 2, Name: "ConntrackState"}}}},
@@ -125,6 +141,13 @@ func TestFlowModRejectsInvalidFlows(t *testing.T) {
 		{"IPv6 tun_src", Flow{Match: Match{TunSrc: netip.MustParseAddr("2001:db8::1")}}, "only IPv4"},
 		{"short eth_src", Flow{Actions: []Action{SetEthSrc{MAC: net.HardwareAddr{1}}}}, "not a MAC"},
 		{"short eth_dst", Flow{Actions: []Action{SetEthDst{}}}, "not a MAC"},
+		{"move to an unknown field", Flow{Actions: []Action{Move{Src: RegField(1), Dst: "NXM_NX_FOO", NBits: 1}}}, "unknown destination"},
+		{"move from reg16", Flow{Actions: []Action{Move{Src: RegField(16), Dst: RegField(1), NBits: 1}}}, "unknown source"},
+		{"move too wide", Flow{Actions: []Action{Move{Src: RegField(1), Dst: RegField(2), DstOfs: 1, NBits: 32}}}, "out of range"},
+		{"move of no bits", Flow{Actions: []Action{Move{Src: RegField(1), Dst: RegField(2)}}}, "out of range"},
+		{"ct_label outside ct", Flow{Actions: []Action{Move{Src: RegField(1), Dst: FieldCtLabel, NBits: 32}}}, "only inside ct"},
+		{"move to a register in exec", Flow{Match: ip, Actions: []Action{CT{Commit: true, Exec: []Action{Move{Src: RegField(1), Dst: RegField(2), NBits: 32}}}}}, "only write ct_label"},
+		{"ct_label untracked", Flow{Match: Match{Protocol: ProtoIP, CtLabel: CtLabelMatch{Value: 1, Mask: 1}}}, "needs ct_state=+trk"},
 		{"IPv6 tun_dst", Flow{Actions: []Action{SetTunDst{IP: netip.MustParseAddr("2001:db8::1")}}}, "only IPv4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

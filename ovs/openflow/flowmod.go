@@ -1,6 +1,7 @@
 package openflow
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -192,6 +193,17 @@ func matchFields(m Match) ([]*openflow15.MatchField, error) {
 		}
 		add(openflow15.NewTunnelIpv4SrcField(net.IP(m.TunSrc.AsSlice()), nil))
 	}
+	if m.CtLabel.Mask != 0 {
+		if m.CtState.Mask&CtTrk == 0 || m.CtState.Set&CtTrk == 0 {
+			return nil, errors.New("ct_label needs ct_state=+trk")
+		}
+		var value, mask [16]byte
+		// ct_label is one 128-bit big-endian number: its low 64 bits are
+		// the last 8 bytes.
+		binary.BigEndian.PutUint64(value[8:], m.CtLabel.Value&m.CtLabel.Mask)
+		binary.BigEndian.PutUint64(mask[8:], m.CtLabel.Mask)
+		add(openflow15.NewCTLabelMatchField(value, &mask))
+	}
 	return fields, nil
 }
 
@@ -275,6 +287,8 @@ func action(a Action, inCT bool) (openflow15.Action, error) {
 		}
 		// On the wire the clause is 0-based.
 		return openflow15.NewNXActionConjunction(a.Clause-1, a.NClauses, a.ID), nil
+	case Move:
+		return moveAction(a, inCT)
 	case SetCtMark:
 		if !inCT {
 			return nil, fmt.Errorf("%s: only valid inside ct(exec(...))", a)
@@ -298,8 +312,14 @@ func action(a Action, inCT bool) (openflow15.Action, error) {
 			ct.Table(a.Table.ID)
 		}
 		for _, e := range a.Exec {
-			if _, ok := e.(SetCtMark); !ok {
-				return nil, fmt.Errorf("%s: only set_field of ct_mark may run in exec", a)
+			switch e := e.(type) {
+			case SetCtMark:
+			case Move:
+				if e.Dst != FieldCtLabel && e.Dst != FieldCtMark {
+					return nil, fmt.Errorf("%s: a move in exec may only write ct_label or ct_mark", a)
+				}
+			default:
+				return nil, fmt.Errorf("%s: only set_field of ct_mark and moves to ct_label or ct_mark may run in exec", a)
 			}
 			ofa, err := action(e, true)
 			if err != nil {
@@ -332,6 +352,33 @@ func action(a Action, inCT bool) (openflow15.Action, error) {
 	default:
 		return nil, fmt.Errorf("unsupported action %T", a)
 	}
+}
+
+// moveAction translates a Move; outside ct(exec(...)) it may not write the
+// connection's fields.
+func moveAction(a Move, inCT bool) (openflow15.Action, error) {
+	srcWidth, dstWidth := a.Src.width(), a.Dst.width()
+	switch {
+	case srcWidth == 0:
+		return nil, fmt.Errorf("%s: unknown source field %q", a, a.Src)
+	case dstWidth == 0:
+		return nil, fmt.Errorf("%s: unknown destination field %q", a, a.Dst)
+	case a.NBits == 0 || a.SrcOfs+a.NBits > srcWidth || a.DstOfs+a.NBits > dstWidth:
+		return nil, fmt.Errorf("%s: bits out of range (%s has %d, %s %d)", a, a.Src, srcWidth, a.Dst, dstWidth)
+	case !inCT && (a.Dst == FieldCtLabel || a.Dst == FieldCtMark):
+		return nil, fmt.Errorf("%s: %s is written only inside ct(commit,exec(...))", a, a.Dst)
+	}
+	// OVS takes NXAST_REG_MOVE only up to OpenFlow 1.4; OpenFlow 1.5 has
+	// the standard copy_field, which is what ovs-ofctl sends for move.
+	src, err := openflow15.FindOxmIdByName(string(a.Src), false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a, err)
+	}
+	dst, err := openflow15.FindOxmIdByName(string(a.Dst), false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a, err)
+	}
+	return openflow15.NewActionCopyField(a.NBits, a.SrcOfs, a.DstOfs, *src, *dst), nil
 }
 
 func checkRegBits(reg, start, end uint8) error {

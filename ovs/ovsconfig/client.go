@@ -626,3 +626,60 @@ func (c *Client) poll(ctx context.Context, cond func() (bool, error)) error {
 		}
 	}
 }
+
+// BridgeExternalID returns the value of key in the bridge's external_ids
+// ("" if it is not set).
+func (c *Client) BridgeExternalID(ctx context.Context, key string) (string, error) {
+	br, err := c.getBridge(ctx)
+	if err != nil {
+		return "", err
+	}
+	return br.ExternalIDs[key], nil
+}
+
+// SetBridgeExternalID sets key to value in the bridge's external_ids,
+// keeping the other keys.
+func (c *Client) SetBridgeExternalID(ctx context.Context, key, value string) error {
+	br, err := c.getBridge(ctx)
+	if err != nil {
+		return err
+	}
+	if v, ok := br.ExternalIDs[key]; ok && v == value {
+		return nil
+	}
+	update := *br
+	update.ExternalIDs = maps.Clone(br.ExternalIDs)
+	if update.ExternalIDs == nil {
+		update.ExternalIDs = map[string]string{}
+	}
+	update.ExternalIDs[key] = value
+	ops, err := c.ovs.Where(&update).Update(&update, &update.ExternalIDs)
+	if err != nil {
+		return fmt.Errorf("ovsconfig: set external_ids:%s of bridge %s: %w", key, c.bridge, err)
+	}
+	return c.transactAndWait(ctx, fmt.Sprintf("set external_ids:%s of bridge %s", key, c.bridge), ops)
+}
+
+// flowRestoreWait is the Open_vSwitch other_config key that keeps a
+// starting ovs-vswitchd from forwarding until its flows are restored.
+const flowRestoreWait = "flow-restore-wait"
+
+// ClearFlowRestoreWait removes other_config:flow-restore-wait, letting
+// ovs-vswitchd forward again; call it once the flows are installed. It
+// does nothing when the key is not set.
+func (c *Client) ClearFlowRestoreWait(ctx context.Context) (bool, error) {
+	root, err := c.root(ctx)
+	if err != nil {
+		return false, err
+	}
+	if _, ok := root.OtherConfig[flowRestoreWait]; !ok {
+		return false, nil
+	}
+	ops, err := c.ovs.Where(root).Mutate(root, model.Mutation{
+		Field: &root.OtherConfig, Mutator: ovsdb.MutateOperationDelete, Value: []string{flowRestoreWait},
+	})
+	if err != nil {
+		return false, fmt.Errorf("ovsconfig: clear %s: %w", flowRestoreWait, err)
+	}
+	return true, c.transactAndWait(ctx, "clear "+flowRestoreWait, ops)
+}

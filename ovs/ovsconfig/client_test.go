@@ -396,3 +396,56 @@ func TestEnsurePort(t *testing.T) {
 		t.Fatalf("EnsurePort without a name succeeded")
 	}
 }
+
+func TestBridgeExternalIDs(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newTestClient(t)
+	if err := c.EnsureBridge(ctx); err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	if v, err := c.BridgeExternalID(ctx, "palisade-round"); err != nil || v != "" {
+		t.Fatalf("BridgeExternalID of an unset key = %q, %v; want \"\"", v, err)
+	}
+	for _, v := range []string{"1", "2"} {
+		if err := c.SetBridgeExternalID(ctx, "palisade-round", v); err != nil {
+			t.Fatalf("SetBridgeExternalID(%s): %v", v, err)
+		}
+		if got, err := c.BridgeExternalID(ctx, "palisade-round"); err != nil || got != v {
+			t.Fatalf("BridgeExternalID = %q, %v; want %q", got, err, v)
+		}
+	}
+	if v, _ := c.BridgeExternalID(ctx, OwnerKey); v != OwnerValue {
+		t.Fatalf("setting another key lost the owner mark: %q", v)
+	}
+}
+
+func TestClearFlowRestoreWait(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newTestClient(t)
+	if cleared, err := c.ClearFlowRestoreWait(ctx); err != nil || cleared {
+		t.Fatalf("ClearFlowRestoreWait without the key = %v, %v; want false, nil", cleared, err)
+	}
+	root, err := c.root(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := *root
+	update.OtherConfig = map[string]string{flowRestoreWait: "true", "other": "kept"}
+	ops, err := c.ovs.Where(&update).Update(&update, &update.OtherConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.transactAndWait(ctx, "set flow-restore-wait", ops); err != nil {
+		t.Fatal(err)
+	}
+	if cleared, err := c.ClearFlowRestoreWait(ctx); err != nil || !cleared {
+		t.Fatalf("ClearFlowRestoreWait = %v, %v; want true, nil", cleared, err)
+	}
+	root, err = c.root(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(root.OtherConfig, map[string]string{"other": "kept"}) {
+		t.Fatalf("other_config after clearing = %v", root.OtherConfig)
+	}
+}

@@ -107,6 +107,7 @@ func agentArgs(agent, kubeconfig string, i int, nd layout.NodeDir, ovsDBSock, of
 		"--controller-url", controllerURL(),
 		"--ovsdb", "unix:" + ovsDBSock,
 		"--ofsocket", ofSock,
+		"--ovs-unixctl", filepath.Join(filepath.Dir(ovsDBSock), "vswitchd.ctl"),
 		"--bridge", bridge,
 		"--datapath-type", "netdev",
 		"--cni-socket", nd.CNISocket(),

@@ -61,7 +61,8 @@ dir=$(dirname "$0")
 case $CNI_COMMAND in
 ADD)
 	ip -n $node link show cbr0 >/dev/null 2>&1 || { ip -n $node link add cbr0 type bridge; ip -n $node link set cbr0 up; }
-	n=$(( $(cat $dir/ipcounter 2>/dev/null || echo 1) + 1 )); echo $n >$dir/ipcounter
+	# The runtime runs ADDs concurrently: take the next address under a lock.
+	n=$(flock $dir/ipcounter.lock sh -c 'n=$(( $(cat '$dir'/ipcounter 2>/dev/null || echo 1) + 1 )); echo $n >'$dir'/ipcounter; echo $n')
 	ip -n $node link add $host type veth peer name $CNI_IFNAME netns $ns
 	ip -n $node link set $host master cbr0 up
 	ip -n $ns addr add 198.19.0.$n/24 dev $CNI_IFNAME

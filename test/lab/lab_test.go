@@ -38,7 +38,8 @@ func TestAgentArgs(t *testing.T) {
 	got := agentArgs("/bin/palisade-agent", "/tmp/plab/kubeconfig", 2, nd, "/tmp/plab/nodes/node2/ovs/db.sock", "/tmp/plab/nodes/node2/ovs/br-int.mgmt", "br-int")
 	want := strings.Fields(`netns exec plab-node2 /bin/palisade-agent --kubeconfig /tmp/plab/kubeconfig --node-name node2
 		--controller-url https://198.18.0.1:10349 --ovsdb unix:/tmp/plab/nodes/node2/ovs/db.sock
-		--ofsocket /tmp/plab/nodes/node2/ovs/br-int.mgmt --bridge br-int --datapath-type netdev
+		--ofsocket /tmp/plab/nodes/node2/ovs/br-int.mgmt --ovs-unixctl /tmp/plab/nodes/node2/ovs/vswitchd.ctl
+		--bridge br-int --datapath-type netdev
 		--cni-socket /tmp/plab/nodes/node2/cni.sock --state-dir /tmp/plab/nodes/node2/agent
 		--controller-token-file /tmp/plab/nodes/node2/agent/controller-token --v=2`)
 	if diff := cmp.Diff(want, got); diff != "" {
