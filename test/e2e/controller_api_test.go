@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,7 +75,7 @@ func TestControllerAPI(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca}}}
 
 	t.Log("node1's span: the web policy with node1's web pod only, and its client AddressGroup; not the db policy")
-	w := openWatch(t, ctx, client, base, "node1", node1Token)
+	w := openWatch(t, ctx, client, base, "node1", node1Token, "")
 	want := spanSummary{
 		Policies:        []string{ns + "/web"},
 		AppliedToGroups: [][]string{{ns + "/web-1 " + ips["web-1"]}},
@@ -99,6 +100,34 @@ func TestControllerAPI(t *testing.T) {
 		t.Fatalf("after the label change node1 got %s, want a MODIFIED patch of its AddressGroup removing only %s/client-1", eventJSON(ev), ns)
 	}
 	t.Logf("patch event on the wire: %s (%d bytes)", eventJSON(ev), len(eventJSON(ev))+1)
+
+	t.Log("a watch resuming from that event's token gets no list: only a BOOKMARK, then the changes")
+	token := cp.FormatResumeToken(w.incarnation, ev.RV)
+	resumed := openWatch(t, ctx, client, base, "node1", node1Token, token)
+	if resumed.mode != cp.WatchModeResume {
+		t.Fatalf("resuming from %s: mode %q, want %q", token, resumed.mode, cp.WatchModeResume)
+	}
+	if ev := resumed.next(t, 10*time.Second); ev.Type != cp.Bookmark {
+		t.Fatalf("resumed watch got %s first, want the BOOKMARK (nothing changed since the token)", eventJSON(ev))
+	}
+	if p, err = kube.CoreV1().Pods(ns).Get(ctx, "client-1", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.Labels["app"] = "client"
+	if _, err := kube.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantAdded := &cp.GroupPatch{Added: []cp.GroupMember{{Pod: cp.PodReference{Namespace: ns, Name: "client-1"}, IPs: []string{ips["client-1"]}}}}
+	for _, w := range []*watch{w, resumed} {
+		added := w.next(t, 10*time.Second)
+		if added.Type != cp.Modified || added.Kind != cp.KindAddressGroup || fmt.Sprint(added.Patch) != fmt.Sprint(wantAdded) {
+			t.Fatalf("after client-1 came back node1 got %s, want a MODIFIED patch adding it with its IP only", eventJSON(added))
+		}
+		t.Logf("addition on the wire: %s (%d bytes)", eventJSON(added), len(eventJSON(added))+1)
+	}
+	if stale := openWatch(t, ctx, client, base, "node1", node1Token, "another-controller.1"); stale.mode != cp.WatchModeList {
+		t.Errorf("a token of another controller: mode %q, want %q", stale.mode, cp.WatchModeList)
+	}
 
 	t.Log("node1's token may not watch node2; no token and a forged token are refused")
 	otherSA := "default"
@@ -234,13 +263,21 @@ func checkTokenReview(t *testing.T, ctx context.Context, kube kubernetes.Interfa
 type watch struct {
 	events chan cp.Event
 	errs   chan error
+	mode   string // the WatchModeHeader of the response
+
+	incarnation string // of the last BOOKMARK seen by next
 }
 
-func openWatch(t *testing.T, ctx context.Context, client *http.Client, base, node, token string) *watch {
+// openWatch starts a watch of node, resuming from resumeFrom if not empty.
+func openWatch(t *testing.T, ctx context.Context, client *http.Client, base, node, token, resumeFrom string) *watch {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+cp.WatchPath+"?node="+node, nil)
+	query := url.Values{"node": {node}}
+	if resumeFrom != "" {
+		query.Set(cp.ResumeParam, resumeFrom)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+cp.WatchPath+"?"+query.Encode(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +291,7 @@ func openWatch(t *testing.T, ctx context.Context, client *http.Client, base, nod
 		resp.Body.Close()
 		t.Fatalf("watch of %s: %s %s", node, resp.Status, body)
 	}
-	w := &watch{events: make(chan cp.Event, 1000), errs: make(chan error, 1)}
+	w := &watch{events: make(chan cp.Event, 1000), errs: make(chan error, 1), mode: resp.Header.Get(cp.WatchModeHeader)}
 	go func() {
 		defer resp.Body.Close()
 		dec := json.NewDecoder(resp.Body)
@@ -274,6 +311,9 @@ func (w *watch) next(t *testing.T, timeout time.Duration) cp.Event {
 	t.Helper()
 	select {
 	case ev := <-w.events:
+		if ev.Type == cp.Bookmark {
+			w.incarnation = ev.Incarnation
+		}
 		return ev
 	case err := <-w.errs:
 		t.Fatalf("the watch ended: %v", err)
