@@ -48,9 +48,15 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	podCIDR, err := waitForPodCIDR(ctx, kube, o.NodeName)
+	node, podCIDR, err := waitForPodCIDR(ctx, kube, o.NodeName)
 	if err != nil {
 		return err
+	}
+	if o.MTU == 0 {
+		if o.MTU, err = mtuFromNode(node); err != nil {
+			return fmt.Errorf("finding the pod MTU (set --mtu to choose it): %w", err)
+		}
+		logger.Info("Pod MTU from the node's uplink", "mtu", o.MTU)
 	}
 	logger.Info("Node pod CIDR", "node", o.NodeName, "podCIDR", podCIDR)
 
@@ -278,8 +284,26 @@ func allowForwarding(ctx context.Context, bridge *ovsconfig.Client) {
 	}
 }
 
-func waitForPodCIDR(ctx context.Context, kube kubernetes.Interface, node string) (netip.Prefix, error) {
+// mtuFromNode is the pods' MTU: the MTU of the interface holding the node's
+// InternalIP, less the tunnel's overhead.
+func mtuFromNode(n *corev1.Node) (int, error) {
+	for _, a := range n.Status.Addresses {
+		ip, err := netip.ParseAddr(a.Address)
+		if a.Type != corev1.NodeInternalIP || err != nil || !ip.Is4() {
+			continue
+		}
+		uplink, err := nodenet.UplinkMTU(ip)
+		if err != nil {
+			return 0, err
+		}
+		return nodenet.PodMTU(uplink)
+	}
+	return 0, fmt.Errorf("node %s has no IPv4 InternalIP", n.Name)
+}
+
+func waitForPodCIDR(ctx context.Context, kube kubernetes.Interface, node string) (*corev1.Node, netip.Prefix, error) {
 	var cidr netip.Prefix
+	var found *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
 		n, err := kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
@@ -294,9 +318,10 @@ func waitForPodCIDR(ctx context.Context, kube kubernetes.Interface, node string)
 		if err != nil {
 			return false, fmt.Errorf("node %s has an invalid podCIDR %q: %w", node, n.Spec.PodCIDR, err)
 		}
+		found = n
 		return true, nil
 	})
-	return cidr, err
+	return found, cidr, err
 }
 
 // Garbage collection of attachments whose pods were deleted without a CNI

@@ -50,7 +50,7 @@ func NewOptions() *Options {
 		DatapathType: "netdev",
 		CNISocket:    "/var/run/palisade/cni.sock",
 		StateDir:     "/var/lib/palisade",
-		MTU:          1450,
+		MTU:          0,
 		TunnelType:   "geneve",
 		// The pod's projected ServiceAccount token: bound to the pod and
 		// so to its node.
@@ -71,7 +71,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DatapathType, "datapath-type", o.DatapathType, "OVS datapath type of the bridge (netdev or system).")
 	fs.StringVar(&o.CNISocket, "cni-socket", o.CNISocket, "Unix socket the CNI plugin talks to.")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "Directory for the agent's persistent state (IPAM, last policy state).")
-	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces and the gateway; leave room for the tunnel's 50 bytes below the underlay's MTU.")
+	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces and the gateway; 0 takes the MTU of the interface holding the node's InternalIP less the tunnel's 50 bytes.")
 	fs.StringVar(&o.TunnelType, "tunnel-type", o.TunnelType, "Encapsulation of pod traffic between nodes: geneve or vxlan.")
 	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "File with the agent's ServiceAccount token bound to its node (re-read on every connection), presented to the controller.")
 	fs.StringVar(&o.APIBindAddress, "api-bind-address", o.APIBindAddress, "host:port serving /metrics, /healthz, /readyz (and /debug/pprof with --enable-pprof).")
@@ -101,8 +101,8 @@ func (o *Options) Validate() error {
 	if _, port, err := net.SplitHostPort(o.APIBindAddress); err != nil || port == "" {
 		errs = append(errs, fmt.Errorf("--api-bind-address %q is not host:port", o.APIBindAddress))
 	}
-	if o.MTU < 576 || o.MTU > 9000 {
-		errs = append(errs, fmt.Errorf("--mtu %d is out of range [576, 9000]", o.MTU))
+	if o.MTU != 0 && (o.MTU < 576 || o.MTU > 9000) {
+		errs = append(errs, fmt.Errorf("--mtu %d is out of range [576, 9000] (or 0 for the node's uplink MTU less the tunnel overhead)", o.MTU))
 	}
 	for name, v := range map[string]string{"--ovsdb": o.OVSDB, "--ofsocket": o.OFSocket, "--bridge": o.Bridge,
 		"--cni-socket": o.CNISocket, "--state-dir": o.StateDir} {
