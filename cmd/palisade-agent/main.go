@@ -5,13 +5,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
 	"palisade.dev/palisade/agent"
@@ -26,24 +21,10 @@ func command(o *agent.Options) *flagfile.Command {
 
 func main() {
 	o := agent.NewOptions()
-	if err := command(o).Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "palisade-agent: %v\n", err)
-		os.Exit(2)
-	}
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "palisade-agent: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	ctx = klog.NewContext(ctx, klog.Background().WithValues("node", o.NodeName))
-	if err := agent.Run(ctx, o); err != nil && ctx.Err() == nil {
-		klog.FromContext(ctx).Error(err, "Agent failed")
-		klog.Flush()
-		os.Exit(1)
-	}
-	klog.Flush()
+	cmd := command(o)
+	cmd.Main(os.Args[1:], o.Validate, klog.Background(),
+		func(ctx context.Context) error {
+			ctx = klog.NewContext(ctx, klog.FromContext(ctx).WithValues("node", o.NodeName))
+			return agent.Run(ctx, o)
+		})
 }

@@ -4,13 +4,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
 	"palisade.dev/palisade/cmd/internal/flagfile"
@@ -25,25 +20,6 @@ func command(opts *controller.Options) *flagfile.Command {
 
 func main() {
 	opts := controller.NewOptions()
-	if err := command(opts).Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "palisade-controller: %v\n", err)
-		os.Exit(2)
-	}
-	if err := opts.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "palisade-controller: %v\n", err)
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	ctx = klog.NewContext(ctx, klog.Background())
-	if err := controller.Run(ctx, opts); err != nil {
-		klog.FromContext(ctx).Error(err, "palisade-controller failed")
-		klog.Flush()
-		os.Exit(1)
-	}
-	klog.Flush()
+	command(opts).Main(os.Args[1:], opts.Validate, klog.Background(),
+		func(ctx context.Context) error { return controller.Run(ctx, opts) })
 }
