@@ -255,6 +255,8 @@ type Result struct {
 	// Retried are the pairs that were wrong on the first pass and probed
 	// again.
 	Retried []Pair
+	// Retries is how many times wrong pairs were probed again.
+	Retries int
 }
 
 // Wrong returns the pairs whose observed verdict differs from the expected
@@ -290,7 +292,7 @@ func (r *Result) String() string {
 	}))
 	fmt.Fprintf(&b, "%d wrong of %d pairs", len(wrong), len(r.Expected.Pairs()))
 	if len(r.Retried) > 0 {
-		fmt.Fprintf(&b, " (after one retry of %d)", len(r.Retried))
+		fmt.Fprintf(&b, " (after %d retries of %d)", r.Retries, len(r.Retried))
 	}
 	b.WriteString("\n")
 	for _, p := range wrong {

@@ -131,6 +131,7 @@ func TestResultStringShowsExpectedObservedDiff(t *testing.T) {
 		Expected: exp.Expected, Observed: obs.Expected,
 		Details: map[Pair]string{{"x/a", "y/a"}: "i/o timeout"},
 		Retried: []Pair{{"x/a", "y/a"}, {"y/b", "x/a"}},
+		Retries: 2,
 	}
 	if diff := cmp.Diff([]Pair{{"x/a", "y/a"}, {"y/b", "x/a"}}, res.Wrong()); diff != "" {
 		t.Errorf("Wrong() mismatch (-want +got):\n%s", diff)
@@ -155,7 +156,7 @@ func TestResultStringShowsExpectedObservedDiff(t *testing.T) {
 		"x/b    .   -   .   .\n" +
 		"y/a    .   .   -   .\n" +
 		"y/b    X   .   .   -\n" +
-		"2 wrong of 12 pairs (after one retry of 2)\n" +
+		"2 wrong of 12 pairs (after 2 retries of 2)\n" +
 		"  x/a -> y/a: observed blocked, expected allowed (i/o timeout)\n" +
 		"  y/b -> x/a: observed allowed, expected blocked\n"
 	if diff := cmp.Diff(want, res.String()); diff != "" {
