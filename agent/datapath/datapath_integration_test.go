@@ -24,17 +24,9 @@ import (
 	cp "palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/ovs/openflow"
 	"palisade.dev/palisade/ovs/ovsconfig"
+	"palisade.dev/palisade/test/netnstest"
 	"palisade.dev/palisade/test/ovsinstance"
 )
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
 
 // testPod is a network namespace wired to the bridge like the CNI server
 // does it: a veth whose host end is an OVS port.
@@ -45,20 +37,18 @@ type testPod struct {
 
 func newTestPod(t *testing.T, ctx context.Context, br ovsconfig.BridgeConfig, name string, ip netip.Addr) testPod {
 	t.Helper()
-	nsName, host := "paltest-dp-"+name, "pdp-"+name
-	run(t, "ip", "netns", "add", nsName)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", nsName).Run() })
-	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", nsName)
+	nsName, host := netnstest.New(t, "paltest-dp-"+name+"-"), "pdp-"+name
+	netnstest.Run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", nsName)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", host).Run() })
 	in := func(args ...string) string {
-		return run(t, append([]string{"ip", "netns", "exec", nsName}, args...)...)
+		return netnstest.Run(t, append([]string{"ip", "netns", "exec", nsName}, args...)...)
 	}
 	in("ip", "addr", "add", ip.String()+"/24", "dev", "eth0")
 	in("ip", "link", "set", "eth0", "up")
 	in("ip", "link", "set", "lo", "up")
 	in("ethtool", "-K", "eth0", "tx", "off")
-	run(t, "ip", "link", "set", host, "up")
-	run(t, "ethtool", "-K", host, "tx", "off")
+	netnstest.Run(t, "ip", "link", "set", host, "up")
+	netnstest.Run(t, "ethtool", "-K", host, "tx", "off")
 	mac, err := net.ParseMAC(in("cat", "/sys/class/net/eth0/address"))
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +57,7 @@ func newTestPod(t *testing.T, ctx context.Context, br ovsconfig.BridgeConfig, na
 	if err != nil {
 		t.Fatalf("creating port %s: %v", host, err)
 	}
-	netns, err := ns.GetNS("/run/netns/" + nsName)
+	netns, err := ns.GetNS(netnstest.Path(nsName))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,8 @@ package nodenet
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,38 +17,9 @@ import (
 	"palisade.dev/palisade/agent/openflow"
 	"palisade.dev/palisade/ovs/ovsconfig"
 	"palisade.dev/palisade/test/lab/nsexec"
+	"palisade.dev/palisade/test/netnstest"
 	"palisade.dev/palisade/test/ovsinstance"
 )
-
-func newNetns(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root")
-	}
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "paltest-nn-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del: %v: %s", err, out)
-		}
-	})
-	return name
-}
-
-func ipOut(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // TestSetupAndRoutes runs the node network setup against a real OVS in its
 // own network namespace, as the agent does in a lab node.
@@ -59,7 +27,7 @@ func TestSetupAndRoutes(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	ns := newNetns(t)
+	ns := netnstest.New(t, "paltest-nn-")
 	dir, err := os.MkdirTemp("", "nn")
 	if err != nil {
 		t.Fatal(err)
@@ -104,14 +72,14 @@ func TestSetupAndRoutes(t *testing.T) {
 		first.GatewayPort == 0 || first.TunnelPort == 0 {
 		t.Fatalf("network = %+v", first)
 	}
-	link := ipOut(t, "-n", ns, "-o", "addr", "show", "dev", DefaultGatewayName)
+	link := netnstest.Run(t, "ip", "-n", ns, "-o", "addr", "show", "dev", DefaultGatewayName)
 	if !strings.Contains(link, "inet 198.19.7.1/24") {
 		t.Errorf("gateway addresses:\n%s", link)
 	}
-	if l := ipOut(t, "-n", ns, "link", "show", DefaultGatewayName); !strings.Contains(l, "mtu 1450") || !strings.Contains(l, "0a:58:c6:13:07:01") || !strings.Contains(l, "UP") {
+	if l := netnstest.Run(t, "ip", "-n", ns, "link", "show", DefaultGatewayName); !strings.Contains(l, "mtu 1450") || !strings.Contains(l, "0a:58:c6:13:07:01") || !strings.Contains(l, "UP") {
 		t.Errorf("gateway link:\n%s", l)
 	}
-	if r := ipOut(t, "-n", ns, "route"); !strings.Contains(r, "198.19.7.0/24 dev "+DefaultGatewayName) {
+	if r := netnstest.Run(t, "ip", "-n", ns, "route"); !strings.Contains(r, "198.19.7.0/24 dev "+DefaultGatewayName) {
 		t.Errorf("no route to the pod CIDR through the gateway:\n%s", r)
 	}
 	tun, err := inst.Vsctl("--columns=type,options", "list", "interface", DefaultTunnelName)
@@ -133,7 +101,7 @@ func TestSetupAndRoutes(t *testing.T) {
 		}
 	}
 	sync(node(2), node(3), node(7)) // node 7's CIDR is this node's: ignored
-	routes, neigh := ipOut(t, "-n", ns, "route"), ipOut(t, "-n", ns, "neigh")
+	routes, neigh := netnstest.Run(t, "ip", "-n", ns, "route"), netnstest.Run(t, "ip", "-n", ns, "neigh")
 	for _, want := range []string{"198.19.2.0/24 via 198.19.2.1 dev palisade-gw0 onlink", "198.19.3.0/24 via 198.19.3.1 dev palisade-gw0 onlink"} {
 		if !strings.Contains(routes, want) {
 			t.Errorf("missing route %q:\n%s", want, routes)
@@ -145,12 +113,12 @@ func TestSetupAndRoutes(t *testing.T) {
 		}
 	}
 	sync(node(3))
-	routes, neigh = ipOut(t, "-n", ns, "route"), ipOut(t, "-n", ns, "neigh")
+	routes, neigh = netnstest.Run(t, "ip", "-n", ns, "route"), netnstest.Run(t, "ip", "-n", ns, "neigh")
 	if strings.Contains(routes, "198.19.2.0/24") || strings.Contains(neigh, "198.19.2.1 ") || !strings.Contains(routes, "198.19.3.0/24") {
 		t.Errorf("after node 2 left:\nroutes:\n%s\nneighbors:\n%s", routes, neigh)
 	}
 	sync()
-	if routes := ipOut(t, "-n", ns, "route"); strings.Contains(routes, "via") {
+	if routes := netnstest.Run(t, "ip", "-n", ns, "route"); strings.Contains(routes, "via") {
 		t.Errorf("routes left without remote nodes:\n%s", routes)
 	}
 

@@ -3,45 +3,14 @@
 package podnet
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"palisade.dev/palisade/test/netnstest"
 )
-
-// newNetns creates a named network namespace removed at cleanup.
-func newNetns(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root")
-	}
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "paltest-pn-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del: %v: %s", err, out)
-		}
-	})
-	return name
-}
-
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
 
 func TestSetupCheckTeardown(t *testing.T) {
 	breakages := []struct {
@@ -51,17 +20,17 @@ func TestSetupCheckTeardown(t *testing.T) {
 	}{
 		{name: "intact"},
 		{name: "pod tx checksum on", breakIt: func(t *testing.T, ns, _ string) {
-			run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "on")
+			netnstest.Run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "on")
 		}, wantErr: "eth0 has transmit checksum offload on"},
-		{name: "host tx checksum on", breakIt: func(t *testing.T, _, hostIf string) { run(t, "ethtool", "-K", hostIf, "tx", "on") }, wantErr: "has transmit checksum offload on"},
-		{name: "no default route", breakIt: func(t *testing.T, ns, _ string) { run(t, "ip", "-n", ns, "route", "del", "default") }, wantErr: "no default route via 198.18.101.1"},
-		{name: "address removed", breakIt: func(t *testing.T, ns, _ string) { run(t, "ip", "-n", ns, "addr", "flush", "dev", "eth0") }, wantErr: "does not have address 198.18.101.5/24"},
-		{name: "pod end down", breakIt: func(t *testing.T, ns, _ string) { run(t, "ip", "-n", ns, "link", "set", "eth0", "down") }, wantErr: "eth0 is down"},
-		{name: "host MTU changed", breakIt: func(t *testing.T, _, hostIf string) { run(t, "ip", "link", "set", hostIf, "mtu", "1400") }, wantErr: "MTU 1400, want 1450"},
+		{name: "host tx checksum on", breakIt: func(t *testing.T, _, hostIf string) { netnstest.Run(t, "ethtool", "-K", hostIf, "tx", "on") }, wantErr: "has transmit checksum offload on"},
+		{name: "no default route", breakIt: func(t *testing.T, ns, _ string) { netnstest.Run(t, "ip", "-n", ns, "route", "del", "default") }, wantErr: "no default route via 198.18.101.1"},
+		{name: "address removed", breakIt: func(t *testing.T, ns, _ string) { netnstest.Run(t, "ip", "-n", ns, "addr", "flush", "dev", "eth0") }, wantErr: "does not have address 198.18.101.5/24"},
+		{name: "pod end down", breakIt: func(t *testing.T, ns, _ string) { netnstest.Run(t, "ip", "-n", ns, "link", "set", "eth0", "down") }, wantErr: "eth0 is down"},
+		{name: "host MTU changed", breakIt: func(t *testing.T, _, hostIf string) { netnstest.Run(t, "ip", "link", "set", hostIf, "mtu", "1400") }, wantErr: "MTU 1400, want 1450"},
 	}
 	for _, tc := range breakages {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := newNetns(t)
+			ns := netnstest.New(t, "paltest-pn-")
 			hostIf := HostIfName(ns, "eth0")
 			t.Cleanup(func() {
 				if err := Teardown(hostIf); err != nil {
@@ -111,8 +80,8 @@ func TestSetupErrors(t *testing.T) {
 		}
 	})
 	t.Run("pod interface exists", func(t *testing.T) {
-		ns := newNetns(t)
-		run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "bridge")
+		ns := netnstest.New(t, "paltest-pn-")
+		netnstest.Run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "bridge")
 		hostIf := HostIfName(ns, "eth0")
 		if _, err := Setup(testConfig("/run/netns/"+ns, hostIf)); err == nil {
 			t.Fatal("Setup succeeded although eth0 exists in the pod")
@@ -122,8 +91,8 @@ func TestSetupErrors(t *testing.T) {
 		}
 	})
 	t.Run("teardown refuses a non-veth", func(t *testing.T) {
-		name := HostIfName(newNetns(t), "br")
-		run(t, "ip", "link", "add", name, "type", "bridge")
+		name := HostIfName(netnstest.New(t, "paltest-pn-"), "br")
+		netnstest.Run(t, "ip", "link", "add", name, "type", "bridge")
 		t.Cleanup(func() {
 			if link, err := netlink.LinkByName(name); err == nil {
 				_ = netlink.LinkDel(link)

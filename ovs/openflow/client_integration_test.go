@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"palisade.dev/palisade/ovs/ovsconfig"
+	"palisade.dev/palisade/test/netnstest"
 	"palisade.dev/palisade/test/ovsinstance"
 )
 
@@ -136,15 +135,7 @@ func setup(t *testing.T, ctx context.Context) (*ovsinstance.Instance, *Client) {
 	// The daemons run in a network namespace of their own: the bridges'
 	// internal ports are devices named like the bridges, which other tests'
 	// OVS may also create at the same time.
-	ns := "ofc-" + filepath.Base(dir)[len("ofc"):]
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v: %s", ns, err, out)
-		}
-	})
+	ns := netnstest.New(t, "ofc-")
 	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir, Netns: ns})
 	if err != nil {
 		t.Fatalf("start OVS: %v", err)

@@ -5,7 +5,6 @@ package ovsconfig
 import (
 	"context"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,17 +14,15 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"palisade.dev/palisade/test/netnstest"
 	"palisade.dev/palisade/test/ovsinstance"
 )
 
 // startOVS runs a private OVS in a fresh network namespace and returns it
 // with a netlink handle for that namespace.
-func startOVS(t *testing.T, ctx context.Context, ns string) (*ovsinstance.Instance, *netlink.Handle) {
+func startOVS(t *testing.T, ctx context.Context, prefix string) (*ovsinstance.Instance, *netlink.Handle) {
 	t.Helper()
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
+	ns := netnstest.New(t, prefix+"-")
 	nsh, err := netns.GetFromName(ns)
 	if err != nil {
 		t.Fatalf("open netns %s: %v", ns, err)
