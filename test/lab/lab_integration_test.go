@@ -208,13 +208,13 @@ func TestUpDownCLI(t *testing.T) {
 		if err != nil || len(pods) != 1 {
 			return false, err
 		}
+		// The runtime records a pod before it creates its namespace (so
+		// that down can always clean it): wait for the namespace as well.
 		netns = pods[0].Netns
-		return true, nil
+		_, err = os.Stat(netns)
+		return err == nil, nil
 	}); err != nil {
-		t.Fatalf("pod web was not scheduled to node1 and given a netns: %v", err)
-	}
-	if _, err := os.Stat(netns); err != nil {
-		t.Errorf("pod netns: %v", err)
+		t.Fatalf("pod web was not scheduled to node1 and given a netns (%q): %v", netns, err)
 	}
 
 	if out, err := runLab(t, "up", "--no-palisade", "--dir", dir, "--bin-dir", emptyBin); err == nil || !strings.Contains(out, "lab already running in "+dir) {
