@@ -207,16 +207,19 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 	if d.round != 0 {
 		openflow.SetRound(desired, d.round)
 	}
-	want := make(map[string]of.Flow, len(desired))
-	for _, f := range desired {
-		want[f.Key()] = f
-	}
-
+	// want is desired by key, for the diff and the next one. Replacing
+	// everything needs no diff: the flows are indexed while OVS takes
+	// the bundle.
+	indexed := make(chan map[string]of.Flow, 1)
 	var ch of.Changes
 	if replaceAll {
+		go func() { indexed <- byKey(desired, nil) }()
 		ch = of.Changes{ReplaceAll: true, Add: desired}
 	} else {
-		ch = diff(d.installed, want, desired)
+		keys := make([]string, len(desired))
+		want := byKey(desired, keys)
+		indexed <- want
+		ch = diff(d.installed, want, desired, keys)
 	}
 	if !ch.Empty() {
 		err := d.client.Apply(ctx, ch)
@@ -228,24 +231,38 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 				len(ch.Add), len(ch.Modify), len(ch.Delete), err)
 		}
 		klog.FromContext(ctx).V(2).Info("Applied flows", "added", len(ch.Add), "modified", len(ch.Modify),
-			"deleted", len(ch.Delete), "replaceAll", ch.ReplaceAll, "total", len(want))
+			"deleted", len(ch.Delete), "replaceAll", ch.ReplaceAll, "total", len(desired))
 	}
-	d.installed, d.state = want, next
+	d.installed, d.state = <-indexed, next
 	d.conjIDs, d.nextID = used, nextID
 	return nil
 }
 
-// diff computes the changes that turn installed into want. A flow whose
-// cookie changed is re-added (ADD overwrites the entry); one whose actions
-// changed is modified in place, keeping its counters.
-func diff(installed, want map[string]of.Flow, ordered []of.Flow) of.Changes {
+// byKey indexes flows by key; keys, if not nil, receives each flow's key.
+func byKey(flows []of.Flow, keys []string) map[string]of.Flow {
+	m := make(map[string]of.Flow, len(flows))
+	for i, f := range flows {
+		k := f.Key()
+		m[k] = f
+		if keys != nil {
+			keys[i] = k
+		}
+	}
+	return m
+}
+
+// diff computes the changes that turn installed into want (ordered, with
+// their keys). A flow whose cookie changed is re-added (ADD overwrites the
+// entry); one whose actions changed is modified in place, keeping its
+// counters.
+func diff(installed, want map[string]of.Flow, ordered []of.Flow, keys []string) of.Changes {
 	var ch of.Changes
-	for _, f := range ordered {
-		old, ok := installed[f.Key()]
+	for i, f := range ordered {
+		old, ok := installed[keys[i]]
 		switch {
 		case !ok || old.Cookie != f.Cookie:
 			ch.Add = append(ch.Add, f)
-		case old.ActionsString() != f.ActionsString():
+		case !sameActions(old.Actions, f.Actions):
 			ch.Modify = append(ch.Modify, f)
 		}
 	}
@@ -256,4 +273,40 @@ func diff(installed, want map[string]of.Flow, ordered []of.Flow) of.Changes {
 	}
 	openflow.SortFlows(ch.Delete)
 	return ch
+}
+
+// sameActions reports whether two action lists have the same ovs-ofctl
+// text. Actions that are comparable values are compared as values (a clause
+// flow shared by many rules has thousands); others by their text.
+func sameActions(a, b []of.Action) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !sameAction(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameAction(a, b of.Action) bool {
+	switch x := a.(type) {
+	case of.Conjunction:
+		y, ok := b.(of.Conjunction)
+		return ok && x == y
+	case of.LoadReg:
+		y, ok := b.(of.LoadReg)
+		return ok && x == y
+	case of.GotoTable:
+		y, ok := b.(of.GotoTable)
+		return ok && x == y
+	case of.Output:
+		y, ok := b.(of.Output)
+		return ok && x == y
+	case of.OutputReg:
+		y, ok := b.(of.OutputReg)
+		return ok && x == y
+	}
+	return a.String() == b.String()
 }

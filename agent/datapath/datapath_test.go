@@ -220,3 +220,30 @@ func TestRoundInEveryCookie(t *testing.T) {
 	}
 	sameFlows(t, r.flows, dp)
 }
+
+func TestSameActions(t *testing.T) {
+	ingress := openflow.IngressRuleTable
+	for _, tc := range []struct {
+		name string
+		a, b []of.Action
+	}{
+		{"both empty", nil, []of.Action{}},
+		{"conjunctions", []of.Action{of.Conjunction{ID: 1, Clause: 1, NClauses: 2}}, []of.Action{of.Conjunction{ID: 1, Clause: 1, NClauses: 2}}},
+		{"other conjunction", []of.Action{of.Conjunction{ID: 1, Clause: 1, NClauses: 2}}, []of.Action{of.Conjunction{ID: 1, Clause: 2, NClauses: 2}}},
+		{"load and goto", []of.Action{of.LoadReg{Reg: 3, End: 31, Value: 7}, of.GotoTable{Table: ingress}},
+			[]of.Action{of.LoadReg{Reg: 3, End: 31, Value: 7}, of.GotoTable{Table: ingress}}},
+		{"other load", []of.Action{of.LoadReg{Reg: 3, End: 31, Value: 7}}, []of.Action{of.LoadReg{Reg: 3, End: 31, Value: 8}}},
+		{"different types", []of.Action{of.Output{Port: 1}}, []of.Action{of.OutputReg{Reg: 1, End: 31}}},
+		{"ct by text", []of.Action{of.CT{Commit: true, Zone: 1, Exec: []of.Action{of.SetCtMark{Value: 1}}}},
+			[]of.Action{of.CT{Commit: true, Zone: 1, Exec: []of.Action{of.SetCtMark{Value: 1}}}}},
+		{"other ct", []of.Action{of.CT{Zone: 1}}, []of.Action{of.CT{Zone: 2}}},
+		{"lengths", []of.Action{of.Normal{}}, []of.Action{of.Normal{}, of.Normal{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := (&of.Flow{Actions: tc.a}).ActionsString() == (&of.Flow{Actions: tc.b}).ActionsString()
+			if got := sameActions(tc.a, tc.b); got != want {
+				t.Errorf("sameActions = %v, want %v (the ovs-ofctl texts compare so)", got, want)
+			}
+		})
+	}
+}

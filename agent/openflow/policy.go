@@ -105,10 +105,20 @@ func estimatePolicyFlows(st *cp.NodeState, localPods int) int {
 	}
 	n := 0
 	for _, pol := range st.Policies {
-		n += 2 * localPods
+		// At most this many local pods are the policy's targets.
+		targets := 0
+		for _, g := range pol.AppliedToGroups {
+			if grp := st.AppliedToGroups[g]; grp != nil {
+				targets += len(grp.Members)
+			}
+		}
+		targets = min(targets, localPods)
+		n += 2 * targets // default drops
 		for _, r := range pol.Rules {
 			peer := directionOf(r.Direction).peers(r)
-			n += 1 + 2*len(r.Services) + 4*len(peer.IPBlocks)
+			// Targets, the conjunction's action flow, two metric flows,
+			// services (a range may take several), IP blocks and members.
+			n += targets + 3 + 2*len(r.Services) + 4*len(peer.IPBlocks)
 			for _, g := range peer.AddressGroups {
 				if ag := st.AddressGroups[g]; ag != nil {
 					n += len(ag.Members)
@@ -344,9 +354,12 @@ func addMembers(b *netipx.IPSetBuilder, members []cp.GroupMember) {
 
 func prefixes(b *netipx.IPSetBuilder) []netip.Prefix {
 	s, _ := b.IPSet()
-	ps := s.Prefixes()
-	if ps == nil {
-		ps = []netip.Prefix{}
+	ranges := s.Ranges()
+	// Appending each range's prefixes allocates once, where
+	// IPSet.Prefixes allocates for every range.
+	ps := make([]netip.Prefix, 0, len(ranges))
+	for _, r := range ranges {
+		ps = r.AppendPrefixes(ps)
 	}
 	return ps
 }
@@ -467,9 +480,11 @@ func appendUnitFlows(flows []of.Flow, u unit, id uint32) []of.Flow {
 	}
 	n := uint8(len(clauses))
 	for k, ms := range clauses {
+		// The clause's flows share one action list (merge copies it
+		// before adding other rules' conjunctions to it).
+		conj := []of.Action{of.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n}}
 		for _, m := range ms {
-			flows = append(flows, of.Flow{Table: u.dir.table, Priority: priorityRule, Cookie: cookie, Match: m,
-				Actions: []of.Action{of.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n}}})
+			flows = append(flows, of.Flow{Table: u.dir.table, Priority: priorityRule, Cookie: cookie, Match: m, Actions: conj})
 		}
 	}
 	flows = append(flows, of.Flow{Table: u.dir.table, Priority: priorityRule, Cookie: cookie,

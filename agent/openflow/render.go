@@ -1,8 +1,10 @@
 package openflow
 
 import (
+	"cmp"
 	"slices"
 	"sort"
+	"strings"
 
 	"palisade.dev/palisade/agent/interfacestore"
 	cp "palisade.dev/palisade/controller/apis/controlplane"
@@ -55,78 +57,131 @@ func isConjunctionOnly(f of.Flow) bool {
 	return true
 }
 
+// flowKey identifies a flow entry as OVS does: table, priority and match
+// (its text, which is also the sort key after table and priority).
+type flowKey struct {
+	table    uint8
+	priority uint16
+	match    string
+}
+
 // merge folds flows with the same key. Conjunction clause flows are shared
 // between rules by listing every conjunction() action; for any other pair the
 // flow with the lower cookie is kept, so the result does not depend on order.
+// It reuses flows' backing array.
 func merge(flows []of.Flow) []of.Flow {
-	byKey := make(map[string]int, len(flows))
-	// owned marks merged flows whose Actions slice merge allocated itself,
-	// so appending to it cannot touch another flow's actions.
+	byKey := make(map[flowKey]int, len(flows))
+	// For each kept flow: its match text, whether its actions are all
+	// conjunction() (kept rather than recomputed: a clause flow shared by
+	// thousands of rules has thousands of actions), and whether merge
+	// allocated its Actions itself, so appending cannot touch another flow's.
+	matches := make([]string, 0, len(flows))
+	conjOnly := make([]bool, 0, len(flows))
 	owned := map[int]bool{}
-	out := make([]of.Flow, 0, len(flows))
-	for _, f := range flows {
-		k := f.Key()
-		i, ok := byKey[k]
+	n := 0
+	var buf []byte
+	for i := range flows {
+		f := &flows[i]
+		buf = f.Match.AppendTo(buf[:0])
+		k := flowKey{table: f.Table.ID, priority: f.Priority, match: string(buf)}
+		j, ok := byKey[k]
 		if !ok {
-			byKey[k] = len(out)
-			out = append(out, f)
+			byKey[k] = n
+			if n != i {
+				flows[n] = *f
+			}
+			matches = append(matches, k.match)
+			conjOnly = append(conjOnly, isConjunctionOnly(*f))
+			n++
 			continue
 		}
-		cur := out[i]
+		cur := &flows[j]
+		fConj := isConjunctionOnly(*f)
 		switch {
-		case isConjunctionOnly(cur) && isConjunctionOnly(f):
-			if !owned[i] {
+		case conjOnly[j] && fConj:
+			if !owned[j] {
 				cur.Actions = slices.Clone(cur.Actions)
-				owned[i] = true
+				owned[j] = true
 			}
 			cur.Actions = append(cur.Actions, f.Actions...)
 			cur.Cookie = min(cur.Cookie, f.Cookie)
-			out[i] = cur
 		case f.Cookie < cur.Cookie:
-			out[i] = f
+			*cur = *f
+			conjOnly[j] = fConj
+			delete(owned, j)
 		}
 	}
-	for i := range out {
-		if isConjunctionOnly(out[i]) {
-			sortConjunctions(out[i].Actions)
+	clear(flows[n:]) // drop references held by the folded flows
+	flows = flows[:n]
+	for i := range flows {
+		if conjOnly[i] {
+			sortConjunctions(flows[i].Actions)
 		}
 	}
-	SortFlows(out)
-	return out
+	sortByKey(flows, matches)
+	return flows
 }
 
 func sortConjunctions(as []of.Action) {
-	sort.Slice(as, func(i, j int) bool {
-		a, b := as[i].(of.Conjunction), as[j].(of.Conjunction)
-		if a.ID != b.ID {
-			return a.ID < b.ID
+	slices.SortFunc(as, func(x, y of.Action) int {
+		a, b := x.(of.Conjunction), y.(of.Conjunction)
+		if c := cmp.Compare(a.ID, b.ID); c != 0 {
+			return c
 		}
-		return a.Clause < b.Clause
+		return cmp.Compare(a.Clause, b.Clause)
 	})
 }
 
 // SortFlows orders flows by table, priority (highest first) and match text,
-// as a reader of a flow dump expects.
+// as a reader of a flow dump expects. Flows that compare equal keep their
+// order.
 func SortFlows(flows []of.Flow) {
-	type keyed struct {
-		f     of.Flow
-		match string
+	matches := make([]string, len(flows))
+	var buf []byte
+	for i := range flows {
+		buf = flows[i].Match.AppendTo(buf[:0])
+		matches[i] = string(buf)
 	}
-	ks := make([]keyed, len(flows))
-	for i, f := range flows {
-		ks[i] = keyed{f, f.Match.String()}
+	sortByKey(flows, matches)
+}
+
+// sortByKey sorts flows as SortFlows does, matches[i] being the match text
+// of flows[i]. It sorts indices, then moves each flow once (flows are large
+// values).
+func sortByKey(flows []of.Flow, matches []string) {
+	order := make([]int32, len(flows))
+	for i := range order {
+		order[i] = int32(i)
 	}
-	sort.SliceStable(ks, func(i, j int) bool {
-		a, b := ks[i], ks[j]
-		if a.f.Table.ID != b.f.Table.ID {
-			return a.f.Table.ID < b.f.Table.ID
+	slices.SortFunc(order, func(i, j int32) int {
+		a, b := &flows[i], &flows[j]
+		if c := cmp.Compare(a.Table.ID, b.Table.ID); c != 0 {
+			return c
 		}
-		if a.f.Priority != b.f.Priority {
-			return a.f.Priority > b.f.Priority
+		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
+			return c
 		}
-		return a.match < b.match
+		if c := strings.Compare(matches[i], matches[j]); c != 0 {
+			return c
+		}
+		return cmp.Compare(i, j)
 	})
-	for i := range ks {
-		flows[i] = ks[i].f
+	// Put flows[order[i]] at i, following each cycle of the permutation.
+	for i := range order {
+		if order[i] < 0 {
+			continue
+		}
+		saved := flows[i]
+		j := i
+		for {
+			src := int(order[j])
+			order[j] = -1
+			if src == i {
+				flows[j] = saved
+				break
+			}
+			flows[j] = flows[src]
+			j = src
+		}
 	}
 }

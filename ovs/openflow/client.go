@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"antrea.io/libOpenflow/openflow15"
-	"antrea.io/libOpenflow/util"
 	"antrea.io/ofnet/ofctrl"
 	"k8s.io/klog/v2"
 )
@@ -134,19 +133,30 @@ func (c *Client) Watch(ctx context.Context, onReconnect func(context.Context)) {
 // nothing changes, and the error names the rejected flows and OVS's error.
 // Modify replaces a flow's actions and keeps its cookie (OpenFlow 1.5
 // semantics); to change a cookie, Add the flow again.
+//
+// The messages are encoded while OVS decodes the ones sent before. A flow
+// that cannot be encoded fails Apply: before connecting if it is among the
+// first chunkSize bytes, else by discarding the bundle.
 func (c *Client) Apply(ctx context.Context, ch Changes) error {
 	if ch.ReplaceAll && (len(ch.Modify) > 0 || len(ch.Delete) > 0) {
 		return errors.New("openflow: ReplaceAll takes only Add flows")
 	}
-	mods, descs, err := buildMods(ch)
-	if err != nil {
-		return err
-	}
-	if len(mods) == 0 {
+	n := countMods(ch)
+	if n == 0 {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.bundleID++
+	id := c.bundleID
+	chunks := make(chan encodedChunk, 4)
+	stop := make(chan struct{})
+	defer close(stop)
+	go encodeBundle(ch, id, chunks, stop)
+	first := <-chunks
+	if first.err != nil {
+		return first.err
+	}
 	cn, err := c.connection(ctx)
 	if err != nil {
 		return err
@@ -156,10 +166,11 @@ func (c *Client) Apply(ctx context.Context, ch Changes) error {
 		ctx, cancel = context.WithTimeout(ctx, replyTimeout)
 		defer cancel()
 	}
-	c.bundleID++
-	if err := cn.applyBundle(ctx, c.bundleID, mods, descs); err != nil {
+	describe := func(i int) string { return describeMod(ch, i) }
+	if err := cn.applyBundle(ctx, id, n, first.data, chunks, describe); err != nil {
 		var rejected *rejectedError
-		if !errors.As(err, &rejected) {
+		var encoding *encodeError
+		if !errors.As(err, &rejected) && !errors.As(err, &encoding) {
 			// The connection is in an unknown state: drop it, which makes
 			// OVS discard the bundle.
 			cn.close()
@@ -172,37 +183,134 @@ func (c *Client) Apply(ctx context.Context, ch Changes) error {
 	return nil
 }
 
-// buildMods translates ch into flow_mods in bundle order, with a
-// description of each for errors.
-func buildMods(ch Changes) ([]*openflow15.FlowMod, []string, error) {
-	var mods []*openflow15.FlowMod
-	var descs []string
+// bundleFlags are the flags of every bundle Apply sends.
+const bundleFlags = openflow15.OFPBCT_ATOMIC | openflow15.OFPBCT_ORDERED
+
+// bundleStep is one kind of change, in bundle order.
+type bundleStep struct {
+	verb    string
+	command uint8
+	flows   []Flow
+}
+
+func bundleSteps(ch Changes) []bundleStep {
+	return []bundleStep{
+		{"delete", openflow15.FC_DELETE_STRICT, ch.Delete},
+		{"modify", openflow15.FC_MODIFY_STRICT, ch.Modify},
+		{"add", openflow15.FC_ADD, ch.Add},
+	}
+}
+
+// countMods is how many flow_mods forEachMod makes of ch.
+func countMods(ch Changes) int {
+	n := len(ch.Delete) + len(ch.Modify) + len(ch.Add)
+	if ch.ReplaceAll {
+		n++
+	}
+	return n
+}
+
+// forEachMod translates ch into flow_mods and calls fn with each, in bundle
+// order. It stops at the first error, fn's or a flow's.
+func forEachMod(ch Changes, fn func(*openflow15.FlowMod) error) error {
 	if ch.ReplaceAll {
 		all := openflow15.NewFlowMod()
 		all.Command = openflow15.FC_DELETE
 		all.TableId = openflow15.OFPTT_ALL
-		mods = append(mods, all)
-		descs = append(descs, "delete all flows")
+		if err := fn(all); err != nil {
+			return err
+		}
 	}
-	for _, step := range []struct {
-		verb    string
-		command uint8
-		flows   []Flow
-	}{
-		{"delete", openflow15.FC_DELETE_STRICT, ch.Delete},
-		{"modify", openflow15.FC_MODIFY_STRICT, ch.Modify},
-		{"add", openflow15.FC_ADD, ch.Add},
-	} {
+	for _, step := range bundleSteps(ch) {
 		for _, f := range step.flows {
 			fm, err := flowMod(f, step.command)
 			if err != nil {
-				return nil, nil, fmt.Errorf("openflow: %s %s: %w", step.verb, f, err)
+				return fmt.Errorf("openflow: %s %s: %w", step.verb, f, err)
 			}
-			mods = append(mods, fm)
-			descs = append(descs, step.verb+" "+f.String())
+			if err := fn(fm); err != nil {
+				return err
+			}
 		}
 	}
-	return mods, descs, nil
+	return nil
+}
+
+// describeMod describes the i-th flow_mod forEachMod makes of ch, for
+// errors (only rejected flows are ever rendered as text).
+func describeMod(ch Changes, i int) string {
+	if ch.ReplaceAll {
+		if i == 0 {
+			return "delete all flows"
+		}
+		i--
+	}
+	for _, step := range bundleSteps(ch) {
+		if i < len(step.flows) {
+			return step.verb + " " + step.flows[i].String()
+		}
+		i -= len(step.flows)
+	}
+	return fmt.Sprintf("message %d", i)
+}
+
+// chunkSize is about how many bytes of encoded messages Apply writes at
+// once: OVS decodes a chunk while the next one is encoded.
+const chunkSize = 256 << 10
+
+// encodedChunk is bundle_add messages as encodeBundle sends them, or the
+// error that ended the encoding.
+type encodedChunk struct {
+	data []byte
+	err  error
+}
+
+// encodeError is a flow that could not be encoded; the bundle was
+// discarded and the connection is still usable.
+type encodeError struct{ err error }
+
+func (e *encodeError) Error() string { return e.err.Error() }
+func (e *encodeError) Unwrap() error { return e.err }
+
+// errStopped ends encodeBundle when its reader went away.
+var errStopped = errors.New("stopped")
+
+// encodeBundle encodes ch's flow_mods as bundle_add messages of bundle id,
+// the i-th with xid i (rebaseXids moves them to the connection's), in
+// chunks of about chunkSize bytes sent on out, which it closes. It stops at
+// the first error, sent as the last chunk, or when stop is closed.
+func encodeBundle(ch Changes, id uint32, out chan<- encodedChunk, stop <-chan struct{}) {
+	defer close(out)
+	emit := func(c encodedChunk) bool {
+		select {
+		case out <- c:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	buf := make([]byte, 0, chunkSize+chunkSize/4)
+	var xid uint32
+	err := forEachMod(ch, func(fm *openflow15.FlowMod) error {
+		var err error
+		if buf, err = appendBundleAdd(buf, fm, id, bundleFlags, xid); err != nil {
+			return fmt.Errorf("openflow: %s: %w", describeMod(ch, int(xid)), err)
+		}
+		xid++
+		if len(buf) >= chunkSize {
+			if !emit(encodedChunk{data: buf}) {
+				return errStopped
+			}
+			buf = make([]byte, 0, chunkSize+chunkSize/4)
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errStopped):
+	case err != nil:
+		emit(encodedChunk{err: err})
+	case len(buf) > 0:
+		emit(encodedChunk{data: buf})
+	}
 }
 
 // rejectedError reports flows OVS refused; the bundle was discarded and
@@ -221,27 +329,40 @@ func (e *rejectedError) Error() string {
 		len(e.rejected), e.total, strings.Join(lines, "\n\t"))
 }
 
-// applyBundle opens bundle id, adds mods, closes it, and commits it if OVS
-// accepted every message; otherwise it discards it and returns a
-// *rejectedError.
-func (cn *conn) applyBundle(ctx context.Context, id uint32, mods []*openflow15.FlowMod, descs []string) error {
-	const flags = openflow15.OFPBCT_ATOMIC | openflow15.OFPBCT_ORDERED
+// applyBundle opens bundle id, adds its n messages (first, then the
+// chunks from rest), closes it, and commits it if OVS accepted every
+// message; otherwise it discards it and returns a *rejectedError (an
+// *encodeError if a chunk reports that a flow could not be encoded).
+// describe(i) names the i-th message in errors.
+func (cn *conn) applyBundle(ctx context.Context, id uint32, n int, first []byte, rest <-chan encodedChunk, describe func(int) string) error {
 	cn.drain()
 	openXid := cn.nextXid()
-	msgs := []util.Message{bundleCtrl(id, openflow15.OFPBCT_OPEN_REQUEST, flags, openXid)}
 	firstAdd := cn.nextXid()
-	for i, fm := range mods {
-		xid := firstAdd + uint32(i)
-		fm.Xid = xid // a bundled message has the xid of its bundle_add
-		add := openflow15.NewBndleAdd(id, flags)
-		add.Xid = xid
-		add.Message = fm
-		msgs = append(msgs, add)
-	}
-	cn.xid = firstAdd + uint32(len(mods)) - 1
+	cn.xid = firstAdd + uint32(n) - 1
 	closeXid := cn.nextXid()
-	msgs = append(msgs, bundleCtrl(id, openflow15.OFPBCT_CLOSE_REQUEST, flags, closeXid))
-	if err := cn.send(ctx, msgs...); err != nil {
+	if err := cn.send(ctx, bundleCtrl(id, openflow15.OFPBCT_OPEN_REQUEST, bundleFlags, openXid)); err != nil {
+		return err
+	}
+	for data := first; len(data) > 0; {
+		rebaseXids(data, firstAdd)
+		if err := cn.sendRaw(ctx, data); err != nil {
+			return err
+		}
+		var c encodedChunk
+		select {
+		case c = <-rest:
+		case <-ctx.Done():
+			return fmt.Errorf("openflow: encoding flows: %w", ctx.Err())
+		}
+		if c.err != nil {
+			if err := cn.finish(ctx, id, openflow15.OFPBCT_DISCARD_REQUEST, openflow15.OFPBCT_DISCARD_REPLY); err != nil {
+				return fmt.Errorf("openflow: discard bundle: %w", err)
+			}
+			return &encodeError{c.err}
+		}
+		data = c.data
+	}
+	if err := cn.send(ctx, bundleCtrl(id, openflow15.OFPBCT_CLOSE_REQUEST, bundleFlags, closeXid)); err != nil {
 		return err
 	}
 
@@ -256,8 +377,8 @@ func (cn *conn) applyBundle(ctx context.Context, id uint32, mods []*openflow15.F
 		switch {
 		case r.err != nil && r.xid == openXid:
 			return fmt.Errorf("openflow: OVS refused to open a bundle: %s", r.err)
-		case r.err != nil && r.xid >= firstAdd && r.xid < firstAdd+uint32(len(mods)):
-			rejected = append(rejected, fmt.Sprintf("%s: %s", descs[r.xid-firstAdd], r.err))
+		case r.err != nil && r.xid >= firstAdd && r.xid < firstAdd+uint32(n):
+			rejected = append(rejected, fmt.Sprintf("%s: %s", describe(int(r.xid-firstAdd)), r.err))
 			continue
 		case r.err != nil && r.xid == closeXid:
 			rejected = append(rejected, fmt.Sprintf("closing the bundle: %s", r.err))
@@ -271,7 +392,7 @@ func (cn *conn) applyBundle(ctx context.Context, id uint32, mods []*openflow15.F
 		if err := cn.finish(ctx, id, openflow15.OFPBCT_DISCARD_REQUEST, openflow15.OFPBCT_DISCARD_REPLY); err != nil {
 			return fmt.Errorf("openflow: discard rejected bundle: %w", err)
 		}
-		return &rejectedError{total: len(mods), rejected: rejected}
+		return &rejectedError{total: n, rejected: rejected}
 	}
 	if err := cn.finish(ctx, id, openflow15.OFPBCT_COMMIT_REQUEST, openflow15.OFPBCT_COMMIT_REPLY); err != nil {
 		return fmt.Errorf("openflow: OVS refused to commit the bundle, nothing was applied: %w", err)

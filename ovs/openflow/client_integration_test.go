@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -310,6 +311,53 @@ func TestApplyIsAtomic(t *testing.T) {
 	}
 	if diff := cmp.Diff(before, dump(t, inst, "br-int")); diff != "" {
 		t.Fatalf("a refused change altered the flows:\n%s", diff)
+	}
+
+	// A flow refused after the first chunks were already sent (the bundle
+	// is open) is discarded with them, on the same connection; so is one
+	// too large for an OpenFlow message.
+	many := make([]Flow, 4000)
+	for i := range many {
+		many[i] = Flow{Table: tOutput, Priority: 10, Cookie: 0x98, Match: Match{Protocol: ProtoUDP, TpDst: uint16(i + 1)}, Actions: []Action{Normal{}}}
+	}
+	huge := make([]Action, 5000)
+	for i := range huge {
+		huge[i] = Conjunction{ID: uint32(i + 1), Clause: 1, NClauses: 2}
+	}
+	encoded := make(chan encodedChunk, 100)
+	go encodeBundle(Changes{Add: many}, 1, encoded, make(chan struct{}))
+	chunks := 0
+	for range encoded {
+		chunks++
+	}
+	if chunks < 2 {
+		t.Fatalf("%d flows encode into %d chunk(s); the test needs the bad flow after the first", len(many), chunks)
+	}
+	gen := c.gen
+	for _, bad := range []Flow{
+		{Table: tOutput, Priority: 1, Match: Match{TpDst: 80}},
+		{Table: tIngress, Priority: 1, Match: Match{Protocol: ProtoIP}, Actions: huge},
+	} {
+		err := c.Apply(ctx, Changes{Add: append(slices.Clone(many), bad), Delete: flows})
+		if err == nil {
+			t.Fatalf("Apply accepted %.100s", bad)
+		}
+		t.Logf("refused after %d flows: %.300v", len(many), err)
+	}
+	if diff := cmp.Diff(before, dump(t, inst, "br-int")); diff != "" {
+		t.Fatalf("a change refused after its first chunks altered the flows:\n%s", diff)
+	}
+	if c.gen != gen {
+		t.Fatalf("a flow refused in a later chunk made the client reconnect")
+	}
+	if err := c.Apply(ctx, Changes{Add: many}); err != nil {
+		t.Fatalf("Apply of %d flows after the refusals: %v", len(many), err)
+	}
+	if got := len(dump(t, inst, "br-int")); got != len(before)+len(many) {
+		t.Fatalf("%d flows after adding %d to %d", got, len(many), len(before))
+	}
+	if err := c.Apply(ctx, Changes{Delete: many}); err != nil {
+		t.Fatalf("Apply deleting them again: %v", err)
 	}
 
 	// The client reconnects after ovs-vswitchd restarts (which drops all flows).

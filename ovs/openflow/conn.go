@@ -217,6 +217,20 @@ func (cn *conn) send(ctx context.Context, msgs ...util.Message) error {
 	return nil
 }
 
+// sendRaw writes already encoded messages, giving up when ctx ends.
+func (cn *conn) sendRaw(ctx context.Context, b []byte) error {
+	deadline, _ := ctx.Deadline()
+	if err := cn.nc.SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("openflow: %w", err)
+	}
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if _, err := cn.nc.Write(b); err != nil {
+		return fmt.Errorf("openflow: send to switch: %w", err)
+	}
+	return nil
+}
+
 // receive returns the next reply, or an error when ctx ends or the
 // connection fails.
 func (cn *conn) receive(ctx context.Context) (reply, error) {

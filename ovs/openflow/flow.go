@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -127,71 +128,103 @@ type CtLabelMatch struct {
 	Value, Mask uint64
 }
 
-func prefixString(p netip.Prefix) string {
+func appendPrefix(b []byte, p netip.Prefix) []byte {
 	if p.IsSingleIP() {
-		return p.Addr().String()
+		return p.Addr().AppendTo(b)
 	}
-	return p.Masked().String()
+	return p.Masked().AppendTo(b)
+}
+
+func appendHex(b []byte, v uint64) []byte {
+	return strconv.AppendUint(append(b, "0x"...), v, 16)
 }
 
 // String renders the match in ovs-ofctl syntax, fields in a fixed order.
 func (m Match) String() string {
-	var parts []string
-	add := func(format string, a ...any) { parts = append(parts, fmt.Sprintf(format, a...)) }
+	return string(m.AppendTo(make([]byte, 0, 64)))
+}
+
+// AppendTo appends String's text to b and returns the extended buffer. It
+// builds the text without fmt: rendering a node's table formats every
+// match, often more than once.
+func (m Match) AppendTo(b []byte) []byte {
+	start := len(b)
+	field := func(name string) {
+		if len(b) > start {
+			b = append(b, ',')
+		}
+		b = append(b, name...)
+	}
 	if m.Protocol != ProtoNone {
-		parts = append(parts, m.Protocol.String())
+		field(m.Protocol.String())
 	}
 	if m.InPort != 0 {
-		add("in_port=%d", m.InPort)
+		field("in_port=")
+		b = strconv.AppendUint(b, uint64(m.InPort), 10)
 	}
 	for _, r := range m.Regs {
-		if r.Mask == 0 || r.Mask == 0xffffffff {
-			add("reg%d=0x%x", r.Reg, r.Value)
-		} else {
-			add("reg%d=0x%x/0x%x", r.Reg, r.Value, r.Mask)
+		field("reg")
+		b = strconv.AppendUint(b, uint64(r.Reg), 10)
+		b = appendHex(append(b, '='), uint64(r.Value))
+		if r.Mask != 0 && r.Mask != 0xffffffff {
+			b = appendHex(append(b, '/'), uint64(r.Mask))
 		}
 	}
 	if m.CtState.Mask != 0 {
-		add("ct_state=%s", m.CtState)
+		field("ct_state=")
+		b = append(b, m.CtState.String()...)
 	}
 	if m.EthSrc != nil {
-		add("dl_src=%s", m.EthSrc)
+		field("dl_src=")
+		b = append(b, m.EthSrc.String()...)
 	}
 	if m.EthDst != nil {
-		add("dl_dst=%s", m.EthDst)
+		field("dl_dst=")
+		b = append(b, m.EthDst.String()...)
 	}
 	if m.IPSrc.IsValid() {
-		add("nw_src=%s", prefixString(m.IPSrc))
+		field("nw_src=")
+		b = appendPrefix(b, m.IPSrc)
 	}
 	if m.IPDst.IsValid() {
-		add("nw_dst=%s", prefixString(m.IPDst))
+		field("nw_dst=")
+		b = appendPrefix(b, m.IPDst)
 	}
 	if m.ARPSpa.IsValid() {
-		add("arp_spa=%s", m.ARPSpa)
+		field("arp_spa=")
+		b = m.ARPSpa.AppendTo(b)
 	}
 	if m.ARPSha != nil {
-		add("arp_sha=%s", m.ARPSha)
+		field("arp_sha=")
+		b = append(b, m.ARPSha.String()...)
 	}
 	if m.ARPTpa.IsValid() {
-		add("arp_tpa=%s", m.ARPTpa)
+		field("arp_tpa=")
+		b = m.ARPTpa.AppendTo(b)
 	}
 	if m.TpDst != 0 {
+		field("tp_dst=")
 		if m.TpDstMask == 0 || m.TpDstMask == 0xffff {
-			add("tp_dst=%d", m.TpDst)
+			b = strconv.AppendUint(b, uint64(m.TpDst), 10)
 		} else {
-			add("tp_dst=0x%x/0x%x", m.TpDst, m.TpDstMask)
+			b = appendHex(b, uint64(m.TpDst))
+			b = appendHex(append(b, '/'), uint64(m.TpDstMask))
 		}
 	}
 	if m.ConjID != 0 {
-		add("conj_id=%d", m.ConjID)
+		field("conj_id=")
+		b = strconv.AppendUint(b, uint64(m.ConjID), 10)
 	}
 	if m.TunSrc.IsValid() {
-		add("tun_src=%s", m.TunSrc)
+		field("tun_src=")
+		b = m.TunSrc.AppendTo(b)
 	}
 	if m.CtLabel.Mask != 0 {
-		add("ct_label=0x%x/0x%x", m.CtLabel.Value&m.CtLabel.Mask, m.CtLabel.Mask)
+		field("ct_label=")
+		b = appendHex(b, m.CtLabel.Value&m.CtLabel.Mask)
+		b = appendHex(append(b, '/'), m.CtLabel.Mask)
 	}
-	return strings.Join(parts, ",")
+	return b
 }
 
 // Action is one OpenFlow action or instruction of a flow.
@@ -357,7 +390,10 @@ type Flow struct {
 // Key identifies the flow entry in its bridge: OVS keeps one flow per table,
 // priority and match.
 func (f Flow) Key() string {
-	return fmt.Sprintf("table=%d,priority=%d,%s", f.Table.ID, f.Priority, f.Match)
+	b := make([]byte, 0, 96)
+	b = strconv.AppendUint(append(b, "table="...), uint64(f.Table.ID), 10)
+	b = strconv.AppendUint(append(b, ",priority="...), uint64(f.Priority), 10)
+	return string(f.Match.AppendTo(append(b, ',')))
 }
 
 // ActionsString renders the actions in ovs-ofctl syntax.

@@ -1,6 +1,7 @@
 package openflow
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -159,6 +160,93 @@ func TestFlowModRejectsInvalidFlows(t *testing.T) {
 	}
 }
 
+func TestFlowKey(t *testing.T) {
+	for _, tc := range []struct {
+		flow Flow
+		want string
+	}{
+		{Flow{Table: Table{ID: 0}}, "table=0,priority=0,"},
+		{Flow{Table: testIngress, Priority: 200, Cookie: 9, Match: Match{Protocol: ProtoIP, IPSrc: netip.MustParsePrefix("198.18.0.0/15"),
+			Regs: []RegMatch{{Reg: 1, Value: 0x5}}}, Actions: []Action{Normal{}}},
+			"table=3,priority=200,ip,reg1=0x5,nw_src=198.18.0.0/15"},
+	} {
+		if got := tc.flow.Key(); got != tc.want {
+			t.Errorf("Key() = %q, want %q", got, tc.want)
+		}
+	}
+}
+
+// TestFlowModMessageLimit checks that a flow too large for one OpenFlow
+// message is refused rather than truncated (libOpenflow's 16-bit lengths
+// wrap around): a conjunction() action takes 16 bytes.
+func TestFlowModMessageLimit(t *testing.T) {
+	conjunctions := func(n int) Flow {
+		as := make([]Action, n)
+		for i := range as {
+			as[i] = Conjunction{ID: uint32(i + 1), Clause: 1, NClauses: 2}
+		}
+		return Flow{Table: testIngress, Priority: 200, Match: Match{Protocol: ProtoIP, InPort: 1}, Actions: as}
+	}
+	for _, tc := range []struct {
+		actions int
+		ok      bool
+	}{{4000, true}, {4089, true}, {4090, false}, {10000, false}} {
+		fm, err := flowMod(conjunctions(tc.actions), openflow15.FC_ADD)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%d conjunctions: %v", tc.actions, err)
+		case tc.ok:
+			add := openflow15.NewBndleAdd(1, 0)
+			add.Message = fm
+			if b, err := add.MarshalBinary(); err != nil || len(b) != bundledLen(fm) || int(binary.BigEndian.Uint16(b[2:4])) != len(b) {
+				t.Errorf("%d conjunctions: marshalled %d bytes (err %v), want %d with that length in the header", tc.actions, len(b), err, bundledLen(fm))
+			}
+		case err == nil || !strings.Contains(err.Error(), "more than the 65535"):
+			t.Errorf("%d conjunctions: error %v, want one about the message limit", tc.actions, err)
+		}
+	}
+}
+
+// TestAppendBundleAdd checks the bundle_add encoding against libOpenflow's,
+// and that rebaseXids moves both xids of every message.
+func TestAppendBundleAdd(t *testing.T) {
+	flows := []Flow{
+		{Table: testIngress, Priority: 200, Cookie: 7, Match: Match{Protocol: ProtoIP, IPSrc: netip.MustParsePrefix("198.18.0.1/32")},
+			Actions: []Action{Conjunction{ID: 1, Clause: 1, NClauses: 2}, Conjunction{ID: 2, Clause: 1, NClauses: 2}}},
+		{Table: testIngress, Priority: 0, Actions: []Action{GotoTable{Table: testOutput}}},
+	}
+	var got []byte
+	for i, f := range flows {
+		fm, err := flowMod(f, openflow15.FC_ADD)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err = appendBundleAdd(got, fm, 9, bundleFlags, uint32(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rebaseXids(got, 100)
+	var want []byte
+	for i, f := range flows {
+		fm, err := flowMod(f, openflow15.FC_ADD)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fm.Xid = uint32(100 + i)
+		add := openflow15.NewBndleAdd(9, bundleFlags)
+		add.Xid = fm.Xid
+		add.Message = fm
+		b, err := add.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("appendBundleAdd + rebaseXids:\n%x\nwant (libOpenflow):\n%x", got, want)
+	}
+}
+
 // TestFlowModEncoding checks wire details that are easy to get wrong; the
 // integration test compares everything else with ovs-ofctl.
 func TestFlowModEncoding(t *testing.T) {
@@ -215,16 +303,37 @@ func TestFlowModEncoding(t *testing.T) {
 	}
 }
 
+// buildMods collects what forEachMod makes of ch.
+func buildMods(ch Changes) ([]*openflow15.FlowMod, error) {
+	var mods []*openflow15.FlowMod
+	err := forEachMod(ch, func(fm *openflow15.FlowMod) error {
+		mods = append(mods, fm)
+		return nil
+	})
+	return mods, err
+}
+
 func TestBuildModsOrder(t *testing.T) {
 	flow := func(p uint16) Flow { return Flow{Priority: p, Actions: []Action{Normal{}}} }
-	mods, descs, err := buildMods(Changes{ReplaceAll: true, Add: []Flow{flow(1), flow(2)}})
+	replace := Changes{ReplaceAll: true, Add: []Flow{flow(1), flow(2)}}
+	if n := countMods(replace); n != 3 {
+		t.Errorf("countMods = %d, want 3", n)
+	}
+	mods, err := buildMods(replace)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(mods) != 3 || mods[0].Command != openflow15.FC_DELETE || mods[0].TableId != openflow15.OFPTT_ALL {
-		t.Fatalf("ReplaceAll must start with a delete of all tables: %+v", descs)
+		t.Fatalf("ReplaceAll must start with a delete of all tables: %+v", mods)
 	}
-	mods, _, err = buildMods(Changes{Add: []Flow{flow(1)}, Modify: []Flow{flow(2)}, Delete: []Flow{flow(3)}})
+	if got, want := describeMod(replace, 0), "delete all flows"; got != want {
+		t.Errorf("describeMod(0) = %q, want %q", got, want)
+	}
+	if got, want := describeMod(replace, 2), "add "+flow(2).String(); got != want {
+		t.Errorf("describeMod(2) = %q, want %q", got, want)
+	}
+	mixed := Changes{Add: []Flow{flow(1)}, Modify: []Flow{flow(2)}, Delete: []Flow{flow(3)}}
+	mods, err = buildMods(mixed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +343,11 @@ func TestBuildModsOrder(t *testing.T) {
 	}
 	if want := []uint8{openflow15.FC_DELETE_STRICT, openflow15.FC_MODIFY_STRICT, openflow15.FC_ADD}; string(cmds) != string(want) {
 		t.Errorf("commands %v, want delete, modify, add", cmds)
+	}
+	for i, want := range []string{"delete " + flow(3).String(), "modify " + flow(2).String(), "add " + flow(1).String()} {
+		if got := describeMod(mixed, i); got != want {
+			t.Errorf("describeMod(%d) = %q, want %q", i, got, want)
+		}
 	}
 }
 

@@ -54,7 +54,77 @@ func flowMod(f Flow, command uint8) (*openflow15.FlowMod, error) {
 	for _, instr := range instrs {
 		fm.AddInstruction(instr)
 	}
+	if n := bundledLen(fm); n > maxMessageLen {
+		return nil, fmt.Errorf("%d actions take %d bytes in a bundle message, more than the %d an OpenFlow message can carry",
+			len(f.Actions), n, maxMessageLen)
+	}
 	return fm, nil
+}
+
+// maxMessageLen is the largest OpenFlow message: its length is 16 bits.
+const maxMessageLen = 0xffff
+
+// The bundle_add message: an OpenFlow header, the bundle id, 2 bytes of
+// padding and the flags, then the message it adds.
+const (
+	typeBundleAdd      = openflow15.Type_BundleAddMessage
+	bundleAddHeaderLen = 16
+)
+
+// appendBundleAdd appends fm wrapped in a bundle_add message of bundle id
+// to b; both carry xid. It is what openflow15.BndleAdd marshals, without
+// copying the marshalled flow_mod into a buffer of its own first.
+func appendBundleAdd(b []byte, fm *openflow15.FlowMod, id uint32, flags uint16, xid uint32) ([]byte, error) {
+	fm.Xid = xid
+	msg, err := fm.MarshalBinary()
+	if err != nil {
+		return b, fmt.Errorf("encode flow_mod: %w", err)
+	}
+	n := bundleAddHeaderLen + len(msg)
+	if n > maxMessageLen {
+		return b, fmt.Errorf("a bundle_add of %d bytes is more than the %d an OpenFlow message can carry", n, maxMessageLen)
+	}
+	b = append(b, openflow15.VERSION, typeBundleAdd)
+	b = binary.BigEndian.AppendUint16(b, uint16(n))
+	b = binary.BigEndian.AppendUint32(b, xid)
+	b = binary.BigEndian.AppendUint32(b, id)
+	b = append(b, 0, 0)
+	b = binary.BigEndian.AppendUint16(b, flags)
+	return append(b, msg...), nil
+}
+
+// rebaseXids adds base to the xid of every bundle_add message in b and of
+// the message it carries.
+func rebaseXids(b []byte, base uint32) {
+	for len(b) >= bundleAddHeaderLen+headerLen {
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		if n < bundleAddHeaderLen+headerLen || n > len(b) {
+			return // not what appendBundleAdd wrote
+		}
+		for _, at := range []int{4, bundleAddHeaderLen + 4} {
+			binary.BigEndian.PutUint32(b[at:], binary.BigEndian.Uint32(b[at:])+base)
+		}
+		b = b[n:]
+	}
+}
+
+// bundledLen is the length of fm wrapped in a bundle_add message, counted
+// without the 16-bit lengths libOpenflow uses (they wrap around: a longer
+// message would be silently truncated when marshalled).
+func bundledLen(fm *openflow15.FlowMod) int {
+	const flowModFixed = 48 // header and fixed fields
+	n := bundleAddHeaderLen + flowModFixed + int(fm.Match.Len())
+	for _, instr := range fm.Instructions {
+		if apply, ok := instr.(*openflow15.InstrActions); ok {
+			n += 8
+			for _, a := range apply.Actions {
+				n += int(a.Len())
+			}
+			continue
+		}
+		n += int(instr.Len())
+	}
+	return n
 }
 
 // matchFields returns the OXM/NXM fields of m, prerequisites first (OVS
