@@ -24,6 +24,8 @@ type ServerConfig struct {
 	Ready func() error
 	// EnablePprof serves net/http/pprof under /debug/pprof/.
 	EnablePprof bool
+	// Register, if set, adds more routes (the debug API, agent/debug).
+	Register func(mux *http.ServeMux)
 }
 
 // Handler returns the API's routes: /metrics, /healthz, /readyz and, if
@@ -47,6 +49,9 @@ func Handler(cfg ServerConfig) http.Handler {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	if cfg.Register != nil {
+		cfg.Register(mux)
 	}
 	return mux
 }
