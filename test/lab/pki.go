@@ -1,14 +1,19 @@
 package lab
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -27,7 +32,16 @@ type pki struct {
 	CertDir     string // kube-apiserver --cert-dir
 	ServingCert string // written by kube-apiserver: cert + its CA
 	AdminToken  string
+	// The aggregation layer: kube-apiserver's front proxy authenticates
+	// to extension API servers (palisade-controller's read API) with
+	// ProxyClientCert, signed by FrontProxyCA.
+	FrontProxyCA                    string
+	ProxyClientCert, ProxyClientKey string
 }
+
+// frontProxyClientName is the proxy client certificate's common name
+// (kube-apiserver --requestheader-allowed-names).
+const frontProxyClientName = "front-proxy-client"
 
 func newPKI(dir string) (*pki, error) {
 	p := &pki{
@@ -37,6 +51,10 @@ func newPKI(dir string) (*pki, error) {
 		TokenFile:   filepath.Join(dir, "tokens.csv"),
 		CertDir:     filepath.Join(dir, "apiserver"),
 		ServingCert: filepath.Join(dir, "apiserver", "apiserver.crt"),
+
+		FrontProxyCA:    filepath.Join(dir, "front-proxy-ca.crt"),
+		ProxyClientCert: filepath.Join(dir, "front-proxy-client.crt"),
+		ProxyClientKey:  filepath.Join(dir, "front-proxy-client.key"),
 	}
 	if err := os.MkdirAll(p.CertDir, 0o700); err != nil {
 		return nil, err
@@ -65,7 +83,56 @@ func newPKI(dir string) (*pki, error) {
 	if err := os.WriteFile(p.TokenFile, []byte(line), 0o600); err != nil {
 		return nil, err
 	}
+	if err := p.writeFrontProxy(); err != nil {
+		return nil, fmt.Errorf("front proxy certificates: %w", err)
+	}
 	return p, nil
+}
+
+// writeFrontProxy makes the front proxy's CA and client certificate.
+func (p *pki) writeFrontProxy() error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "palisade-lab-front-proxy-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: frontProxyClientName},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(p.FrontProxyCA, "CERTIFICATE", caDER, 0o644); err != nil {
+		return err
+	}
+	if err := writePEM(p.ProxyClientCert, "CERTIFICATE", der, 0o644); err != nil {
+		return err
+	}
+	return writePEM(p.ProxyClientKey, "EC PRIVATE KEY", keyDER, 0o600)
 }
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
