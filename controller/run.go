@@ -18,14 +18,15 @@ import (
 	"palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/controller/apiserver"
 	"palisade.dev/palisade/controller/certificate"
+	"palisade.dev/palisade/controller/metrics"
 	"palisade.dev/palisade/controller/networkpolicy"
 )
 
-// Run runs the controller until ctx is done: informers, the NetworkPolicy
-// controller and the agent-facing API server (TLS, with the CA published
-// for agents; agents authenticated by TokenReview).
+// Run runs the controller until ctx is done: the metrics and health server
+// and, once this replica leads (at once without leader election), the
+// leader's work (see lead). A leader that loses the Lease returns an error,
+// so that the process exits and restarts clean.
 func Run(ctx context.Context, o *Options) error {
-	logger := klog.FromContext(ctx)
 	config, err := restConfig(o.Kubeconfig)
 	if err != nil {
 		return err
@@ -36,12 +37,60 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	store := apiserver.NewStore(apiserver.DefaultBufferSize)
+	var ready metrics.Readiness
+	serverDone := make(chan error, 1)
+	if o.MetricsBindAddress == "" {
+		serverDone <- nil
+	} else {
+		ln, err := metrics.Listen(ctx, o.MetricsBindAddress)
+		if err != nil {
+			return err
+		}
+		cfg := metrics.ServerConfig{Registry: metrics.NewRegistry(storeCounts(store)), Ready: ready.Check, EnablePprof: o.EnablePprof}
+		go func() {
+			err := metrics.Serve(ctx, ln, cfg)
+			if err != nil {
+				cancel()
+			}
+			serverDone <- err
+		}()
+	}
+	leading := func(ctx context.Context) error { return lead(ctx, o, client, store, &ready) }
+	if o.LeaderElect {
+		err = elect(ctx, o, client, &ready, leading)
+	} else {
+		metrics.Leader.Set(1)
+		ready.SetLeader()
+		err = leading(ctx)
+	}
+	cancel()
+	return errors.Join(err, <-serverDone)
+}
+
+// storeCounts reads the model's size for the metrics from the store.
+func storeCounts(store *apiserver.Store) metrics.Source {
+	return func() metrics.Counts {
+		st := store.Stats()
+		return metrics.Counts{Policies: st.Policies, AppliedToGroups: st.AppliedToGroups,
+			AddressGroups: st.AddressGroups, ConnectedAgents: st.ConnectedNodes}
+	}
+}
+
+// lead is the leader's work, until ctx is done: informers, the
+// NetworkPolicy controller publishing into store, and the agent-facing API
+// server (TLS, with the CA published for agents; agents authenticated by
+// TokenReview). A standby does none of it: it does not even listen, so no
+// agent can get a stale or empty model from it.
+func lead(ctx context.Context, o *Options, client kubernetes.Interface, store *apiserver.Store, ready *metrics.Readiness) error {
+	logger := klog.FromContext(ctx)
 	tlsConfig, caPEM, err := serving(o)
 	if err != nil {
 		return err
 	}
 	factory := informers.NewSharedInformerFactory(client, 0)
-	store := apiserver.NewStore(apiserver.DefaultBufferSize)
 	npController, err := networkpolicy.NewController(factory.Core().V1().Pods(), factory.Core().V1().Namespaces(),
 		factory.Networking().V1().NetworkPolicies(), store)
 	if err != nil {
@@ -53,6 +102,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("listening for agents: %w", err)
 	}
+	ready.SetListening()
 	logger.Info("Serving the agent-facing API over TLS", "address", ln.Addr().String(), "hosts", o.servingHosts(),
 		"agentServiceAccount", o.AgentServiceAccount)
 
@@ -61,10 +111,18 @@ func Run(ctx context.Context, o *Options) error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 
+	go func() {
+		synced := func(context.Context) (bool, error) { return npController.HasSynced(), nil }
+		if wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, synced) == nil {
+			ready.SetSynced()
+		}
+	}()
 	errs := make(chan error, 3)
 	go func() { errs <- publishCA(ctx, client, caPEM) }()
 	go func() { errs <- npController.Run(ctx) }()
-	go func() { errs <- apiserver.Serve(ctx, ln, tlsConfig, apiserver.NewHandler(ctx, store, auth)) }()
+	handler := newReadAPI(ctx, client, npController.State()).Wrap(apiserver.NewHandler(ctx, store, auth))
+	go func() { errs <- apiserver.Serve(ctx, ln, tlsConfig, handler) }()
+	go patchAPIServiceCA(ctx, client, caPEM) // ends with ctx
 	// The CA's publication ends early and well; anything else ending (or
 	// failing) ends the rest.
 	var all []error
@@ -88,7 +146,10 @@ func serving(o *Options) (*tls.Config, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ca.PEM, nil
+	// Client certificates are asked for but optional: agents present a
+	// bearer token, kube-apiserver's front proxy (the read API) a
+	// certificate that the read API verifies itself.
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, ca.PEM, nil
 }
 
 // publishCA publishes the CA, retrying until it succeeds or ctx is done.

@@ -45,7 +45,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "palisadectl: unknown command %q\n\n", args[0])
+		what := "command"
+		if strings.HasPrefix(args[0], "-") {
+			what = "flag"
+		}
+		fmt.Fprintf(stderr, "palisadectl: unknown %s %q\n\n", what, args[0])
 		usage(stderr)
 		return 2
 	}

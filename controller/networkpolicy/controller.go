@@ -3,6 +3,7 @@ package networkpolicy
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"palisade.dev/palisade/controller/metrics"
 )
 
 // Controller keeps a State current from informers. Pod and Namespace event
@@ -30,6 +33,8 @@ type Controller struct {
 	synced      []cache.InformerSynced
 	policyQueue workqueue.TypedRateLimitingInterface[string]
 	groupQueue  workqueue.TypedRateLimitingInterface[string]
+	// modelSynced is set once the initial model is published.
+	modelSynced atomic.Bool
 }
 
 // NewController returns a controller over the given informers that
@@ -47,11 +52,11 @@ func NewController(
 		policies:  policyInformer.Lister(),
 		policyQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "networkpolicy"},
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "networkpolicy", MetricsProvider: metrics.WorkqueueProvider},
 		),
 		groupQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "group"},
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "group", MetricsProvider: metrics.WorkqueueProvider},
 		),
 	}
 	handlers := map[string]struct {
@@ -83,6 +88,10 @@ func NewController(
 	}
 	return c, nil
 }
+
+// HasSynced says whether the informers synced and the initial model is
+// published.
+func (c *Controller) HasSynced() bool { return c.modelSynced.Load() }
 
 // State returns the controller's model.
 func (c *Controller) State() *State { return c.state }
@@ -158,6 +167,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	c.publisher.SetSynced()
+	c.modelSynced.Store(true)
 	stats := c.state.Stats()
 	logger.Info("Initial NetworkPolicy model ready", "policies", stats.Policies, "groups", stats.Groups,
 		"pods", stats.Index.Pods, "labelSets", stats.Index.LabelSets, "duration", time.Since(start))
@@ -180,7 +190,10 @@ func (c *Controller) processNextPolicy(ctx context.Context) bool {
 		return false
 	}
 	defer c.policyQueue.Done(key)
-	if err := c.syncPolicy(ctx, key); err != nil {
+	start := time.Now()
+	err := c.syncPolicy(ctx, key)
+	metrics.SyncDuration.WithLabelValues(metrics.SyncPolicy).Observe(time.Since(start).Seconds())
+	if err != nil {
 		utilruntime.HandleErrorWithContext(ctx, err, "Syncing NetworkPolicy failed, will retry", "networkPolicy", key)
 		c.policyQueue.AddRateLimited(key)
 		return true
@@ -215,7 +228,9 @@ func (c *Controller) processNextGroup() bool {
 		return false
 	}
 	defer c.groupQueue.Done(name)
+	start := time.Now()
 	c.state.SyncGroup(name)
+	metrics.SyncDuration.WithLabelValues(metrics.SyncGroup).Observe(time.Since(start).Seconds())
 	c.groupQueue.Forget(name)
 	return true
 }

@@ -6,16 +6,30 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2/ktesting"
 
 	cp "palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/controller/apiserver"
+	"palisade.dev/palisade/controller/metrics"
 )
+
+// syncCount is the number of syncs of kind the sync duration histogram saw.
+func syncCount(t *testing.T, kind string) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := metrics.SyncDuration.WithLabelValues(kind).(prometheus.Histogram).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
 
 // waitForNodeState waits until the store's span of node is want.
 func waitForNodeState(t *testing.T, store *apiserver.Store, node string, want *cp.NodeState) {
@@ -53,6 +67,9 @@ func TestControllerPublishesNodeState(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewController: %v", err)
 	}
+	if c.HasSynced() {
+		t.Fatal("HasSynced() before Run")
+	}
 	factory.Start(ctx.Done())
 	t.Cleanup(factory.Shutdown)
 	done := make(chan error, 1)
@@ -84,6 +101,11 @@ func TestControllerPublishesNodeState(t *testing.T) {
 	}
 	waitForNodeState(t, store, "node1", want)
 	waitForNodeState(t, store, "node2", cp.NewNodeState())
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true,
+		func(context.Context) (bool, error) { return c.HasSynced(), nil }); err != nil {
+		t.Fatalf("HasSynced() stays false after the model is published: %v", err)
+	}
+	groupSyncs := syncCount(t, metrics.SyncGroup)
 
 	// A new client pod must show up in the AddressGroup.
 	newPod := pod("a", "client2", "node3", "198.18.0.3", map[string]string{"app": "client"})
@@ -92,6 +114,9 @@ func TestControllerPublishesNodeState(t *testing.T) {
 	}
 	want.AddressGroups[clientG].Members = append(want.AddressGroups[clientG].Members, peer(member("a", "client2", "node3", "198.18.0.3"), false))
 	waitForNodeState(t, store, "node1", want)
+	if n := syncCount(t, metrics.SyncGroup); n <= groupSyncs {
+		t.Errorf("group syncs observed = %d, want more than %d after a pod was added", n, groupSyncs)
+	}
 
 	// client1 changes its labels: it leaves the AddressGroup.
 	relabeled := pod("a", "client1", "node2", "198.18.0.2", map[string]string{"app": "other"})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	goflag "flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,22 +17,27 @@ import (
 // Command is the flag set of a Palisade program: its own options, klog's
 // flags and --config.
 type Command struct {
-	Flags  *pflag.FlagSet
-	config *string
+	Flags   *pflag.FlagSet
+	summary string
+	config  *string
 }
 
 // New builds the flag set of program; add registers the program's options.
 func New(program, summary string, add func(*pflag.FlagSet)) *Command {
 	fs := pflag.NewFlagSet(program, pflag.ContinueOnError)
 	add(fs)
-	c := &Command{Flags: fs, config: Register(fs)}
+	c := &Command{Flags: fs, summary: summary, config: Register(fs)}
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: %s [flags]\n\n%s\n\nFlags:\n%s", program, summary, fs.FlagUsages())
-	}
+	// Start prints the help (on stdout) and errors (on stderr) itself.
+	fs.Usage = func() {}
 	return c
+}
+
+// Usage writes the program's help to w.
+func (c *Command) Usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nFlags:\n%s", c.Flags.Name(), c.summary, c.Flags.FlagUsages())
 }
 
 // Parse parses args, then applies the --config file to the flags args did
@@ -46,22 +52,37 @@ func (c *Command) Parse(args []string) error {
 	return Load(c.Flags, *c.config)
 }
 
-// Main is a daemon's whole main: it parses args (exit 0 on --help, 2 on bad
-// flags or invalid options), then runs run with a context that ends on
-// SIGINT or SIGTERM and logs through logger, and exits 1 if run fails for
-// any other reason than that signal.
+// Start parses args and validates the options. It returns run true when
+// the program should run; otherwise the exit code: 0 after --help (the
+// help on stdout), 2 for a bad flag, stray arguments, a bad --config file
+// or invalid options (the error on stderr).
+func (c *Command) Start(args []string, validate func() error, stdout, stderr io.Writer) (run bool, code int) {
+	program := c.Flags.Name()
+	err := c.Parse(args)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		c.Usage(stdout)
+		return false, 0
+	case err == nil && c.Flags.NArg() > 0:
+		err = fmt.Errorf("unexpected arguments %q (%s takes only flags)", c.Flags.Args(), program)
+	case err == nil:
+		err = validate()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for its flags.\n", program, err, program)
+		return false, 2
+	}
+	return true, 0
+}
+
+// Main is a daemon's whole main: it parses args (see Start for the exit
+// codes), then runs run with a context that ends on SIGINT or SIGTERM and
+// logs through logger, and exits 1 if run fails for any other reason than
+// that signal.
 func (c *Command) Main(args []string, validate func() error, logger klog.Logger, run func(context.Context) error) {
 	program := c.Flags.Name()
-	if err := c.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		os.Exit(2)
-	}
-	if err := validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
-		os.Exit(2)
+	if ok, code := c.Start(args, validate, os.Stdout, os.Stderr); !ok {
+		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

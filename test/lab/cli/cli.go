@@ -73,6 +73,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := commands[i]
 	fs := pflag.NewFlagSet("palisade-lab "+cmd.name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { // --help, on stdout
+		fmt.Fprintf(stdout, "Usage: palisade-lab %s [flags]\n\nFlags:\n%s", cmd.name, fs.FlagUsages())
+	}
 	addKlogFlags(fs)
 	run := cmd.setup(fs)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -111,6 +114,7 @@ func upCommand(fs *pflag.FlagSet) func(context.Context, streams) error {
 	fs.IntVar(&o.Nodes, "nodes", 1, "number of nodes")
 	fs.StringVar(&o.K8sBinDir, "k8s-bin-dir", lab.DefaultK8sBinDir(), "directory of etcd and the Kubernetes binaries ($PALISADE_K8S_BIN)")
 	fs.StringVar(&o.BinDir, "bin-dir", lab.DefaultBinDir(), "directory of the palisade binaries ($PALISADE_BIN_DIR)")
+	fs.StringVar(&o.ConfDir, "conf-dir", "", "directory of palisade-agent.conf and palisade-controller.conf (default: the shipped build/yamls/conf, built into palisade-lab)")
 	fs.IntVar(&o.APIServerPort, "apiserver-port", 0, "kube-apiserver port (0: 6443 if free, else any free port)")
 	fs.BoolVar(&o.KeepOnFailure, "keep-on-failure", false, "leave a lab that failed to come up in place for inspection")
 	fs.BoolVar(&o.NoPalisade, "no-palisade", false, "debug: run without palisade-controller, palisade-agent and OVS")
