@@ -25,6 +25,7 @@ import (
 	"palisade.dev/palisade/agent/cniserver"
 	npcontroller "palisade.dev/palisade/agent/controller/networkpolicy"
 	"palisade.dev/palisade/agent/datapath"
+	"palisade.dev/palisade/agent/debug"
 	"palisade.dev/palisade/agent/interfacestore"
 	"palisade.dev/palisade/agent/ipam"
 	"palisade.dev/palisade/agent/metrics"
@@ -154,6 +155,10 @@ func Run(ctx context.Context, o *Options) error {
 			Registry:    metrics.NewRegistry(logger, dp, ofClient),
 			Ready:       func() error { return ready(dp, cache) },
 			EnablePprof: o.EnablePprof,
+			Register: (&debug.Server{Datapath: dp, Dumper: ofClient,
+				Trace: func(ctx context.Context, flow string, ctNext ...string) (string, error) {
+					return ovsctl.Trace(ctx, o.OVSUnixctl, o.Bridge, flow, ctNext...)
+				}}).Register,
 		})
 		if err != nil {
 			logger.Error(err, "Serving the agent API failed")
@@ -271,9 +276,10 @@ func restoreFlows(ctx context.Context, dp *datapath.Datapath) {
 }
 
 // allowForwarding clears other_config:flow-restore-wait once the flows are
-// installed: when OVS is started with it (as the lab does not yet; a
-// deployment's OVS start script may), ovs-vswitchd forwards nothing until
-// then instead of forwarding with an empty or stale table.
+// installed. Whoever restarts ovs-vswitchd on an existing bridge sets it
+// first (build/images/agent/palisade-start-ovs, the lab's RestartOVS), so
+// the new ovs-vswitchd forwards nothing until the agent has installed the
+// complete flow state again, after its own start or after reconnecting.
 func allowForwarding(ctx context.Context, bridge *ovsconfig.Client) {
 	cleared, err := bridge.ClearFlowRestoreWait(ctx)
 	switch {

@@ -52,7 +52,7 @@ func TestDatapathAgentRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b, c := findPod(t, pods, "a"), findPod(t, pods, "b"), findPod(t, pods, "c")
+	a, b, c := findPod(t, pods, dpNS, "a"), findPod(t, pods, dpNS, "b"), findPod(t, pods, dpNS, "c")
 	bIP := netip.MustParseAddr(b.IP)
 	serveStream(t, b)
 
@@ -185,14 +185,14 @@ func checkRound(t *testing.T, l *lab.Lab, want uint64) uint64 {
 	return round
 }
 
-func findPod(t *testing.T, pods []probe.Pod, name string) probe.Pod {
+func findPod(t *testing.T, pods []probe.Pod, ns, name string) probe.Pod {
 	t.Helper()
 	for _, p := range pods {
-		if p.Namespace == dpNS && p.Name == name {
+		if p.Namespace == ns && p.Name == name {
 			return p
 		}
 	}
-	t.Fatalf("pod %s/%s not found in %v", dpNS, name, pods)
+	t.Fatalf("pod %s/%s not found in %v", ns, name, pods)
 	return probe.Pod{}
 }
 
@@ -295,6 +295,11 @@ func (s *stream) stop() error {
 // agentGet fetches path from the agent API inside a node's network
 // namespace.
 func agentGet(ctx context.Context, netns, path string) (int, string, error) {
+	return agentGetAt(ctx, netns, agentAPI, path)
+}
+
+// agentGetAt is agentGet from an agent API served at addr (host:port).
+func agentGetAt(ctx context.Context, netns, addr, path string) (int, string, error) {
 	nsPath := filepath.Join("/var/run/netns", netns)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -309,7 +314,7 @@ func agentGet(ctx context.Context, netns, path string) (int, string, error) {
 		},
 	}}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+agentAPI+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return 0, "", err
 	}

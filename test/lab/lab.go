@@ -176,6 +176,11 @@ func (l *Lab) up(ctx context.Context) error {
 		return err
 	}
 	l.prog.step("kube-apiserver ready at %s (pid %d)", server, apiserver.Pid)
+	if !o.NoPalisade {
+		if err := l.installReadAPI(ctx); err != nil {
+			return err
+		}
+	}
 
 	kubeconfig := l.dir.Kubeconfig()
 	if _, err := l.start(ctx, "kube-controller-manager", tierControllers, filepath.Join(o.K8sBinDir, "kube-controller-manager"), kcmArgs(kubeconfig, keys, ports), l.logFile("kube-controller-manager")); err != nil {
@@ -187,7 +192,12 @@ func (l *Lab) up(ctx context.Context) error {
 	if o.NoPalisade {
 		l.prog.step("started kube-controller-manager, kube-scheduler (no palisade-controller: --no-palisade)")
 	} else {
-		if _, err := l.start(ctx, controllerBinary, tierControllers, filepath.Join(o.BinDir, controllerBinary), controllerArgs(kubeconfig), l.logFile(controllerBinary)); err != nil {
+		if err := writeConf(string(l.dir), o.ConfDir); err != nil {
+			return err
+		}
+		// The shipped configuration, then the lab's own values.
+		args := append([]string{"--config", ConfFile(string(l.dir), controllerConf)}, controllerArgs(kubeconfig)...)
+		if _, err := l.start(ctx, controllerBinary, tierControllers, filepath.Join(o.BinDir, controllerBinary), args, l.logFile(controllerBinary)); err != nil {
 			return err
 		}
 		l.prog.step("started kube-controller-manager, kube-scheduler, palisade-controller")
@@ -276,7 +286,7 @@ func (l *Lab) startNode(ctx context.Context, i int) error {
 	if err := l.writeAgentToken(ctx, i, nd); err != nil {
 		return err
 	}
-	args := agentArgs(filepath.Join(l.opts.BinDir, agentBinary), l.dir.Kubeconfig(), i, nd, inst.DBSock, inst.MgmtSock, inst.Bridge)
+	args := agentArgs(filepath.Join(l.opts.BinDir, agentBinary), ConfFile(string(l.dir), agentConf), l.dir.Kubeconfig(), i, nd, inst.DBSock, inst.MgmtSock, inst.Bridge)
 	_, err = l.start(ctx, name+"-agent", tierNodes, "ip", args, filepath.Join(nd.Logs(), "agent.log"))
 	return err
 }

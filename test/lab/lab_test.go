@@ -35,8 +35,9 @@ func TestOptionsComplete(t *testing.T) {
 
 func TestAgentArgs(t *testing.T) {
 	nd := layout.Dir("/tmp/plab").Node("node2")
-	got := agentArgs("/bin/palisade-agent", "/tmp/plab/kubeconfig", 2, nd, "/tmp/plab/nodes/node2/ovs/db.sock", "/tmp/plab/nodes/node2/ovs/br-int.mgmt", "br-int")
-	want := strings.Fields(`netns exec plab-node2 /bin/palisade-agent --kubeconfig /tmp/plab/kubeconfig --node-name node2
+	got := agentArgs("/bin/palisade-agent", "/tmp/plab/conf/palisade-agent.conf", "/tmp/plab/kubeconfig", 2, nd, "/tmp/plab/nodes/node2/ovs/db.sock", "/tmp/plab/nodes/node2/ovs/br-int.mgmt", "br-int")
+	want := strings.Fields(`netns exec plab-node2 /bin/palisade-agent --config /tmp/plab/conf/palisade-agent.conf
+		--kubeconfig /tmp/plab/kubeconfig --node-name node2
 		--controller-url https://198.18.0.1:10349 --ovsdb unix:/tmp/plab/nodes/node2/ovs/db.sock
 		--ofsocket /tmp/plab/nodes/node2/ovs/br-int.mgmt --ovs-unixctl /tmp/plab/nodes/node2/ovs/vswitchd.ctl
 		--bridge br-int --datapath-type netdev
@@ -48,7 +49,8 @@ func TestAgentArgs(t *testing.T) {
 }
 
 func TestControlPlaneArgs(t *testing.T) {
-	k := &pki{SAKey: "/p/sa.key", SAPub: "/p/sa.pub", TokenFile: "/p/tokens.csv", CertDir: "/p/apiserver", ServingCert: "/p/apiserver/apiserver.crt"}
+	k := &pki{SAKey: "/p/sa.key", SAPub: "/p/sa.pub", TokenFile: "/p/tokens.csv", CertDir: "/p/apiserver", ServingCert: "/p/apiserver/apiserver.crt",
+		FrontProxyCA: "/p/front-proxy-ca.crt", ProxyClientCert: "/p/front-proxy-client.crt", ProxyClientKey: "/p/front-proxy-client.key"}
 	p := ports{EtcdClient: 2379, EtcdPeer: 2380, APIServer: 6443, KCM: 10257, Scheduler: 10259}
 	for _, tc := range []struct {
 		name string
@@ -60,6 +62,9 @@ func TestControlPlaneArgs(t *testing.T) {
 			"--bind-address=198.18.0.1", "--advertise-address=198.18.0.1", "--secure-port=6443",
 			"--service-cluster-ip-range=198.18.128.0/20", "--endpoint-reconciler-type=none",
 			"--disable-admission-plugins=ServiceAccount", "--authorization-mode=Node,RBAC", "--token-auth-file=/p/tokens.csv",
+			"--requestheader-client-ca-file=/p/front-proxy-ca.crt", "--requestheader-allowed-names=front-proxy-client",
+			"--proxy-client-cert-file=/p/front-proxy-client.crt", "--proxy-client-key-file=/p/front-proxy-client.key",
+			"--enable-aggregator-routing=true",
 		}},
 		{"kcm", kcmArgs("/d/kubeconfig", k, p), []string{
 			"--allocate-node-cidrs=true", "--cluster-cidr=198.19.0.0/16", "--node-cidr-mask-size=24",

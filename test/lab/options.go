@@ -61,6 +61,11 @@ type Options struct {
 	// BinDir holds palisade-controller, palisade-agent and palisade-cni
 	// (DefaultBinDir).
 	BinDir string
+	// ConfDir holds palisade-agent.conf and palisade-controller.conf, the
+	// components' configuration files (--config). Empty means the shipped
+	// ones (build/yamls/conf, embedded in the program at build time). Up
+	// copies them to DIR/conf (ConfFile).
+	ConfDir string
 	// LabBinary is the palisade-lab program, which runs each node's
 	// runtime (BinDir/palisade-lab when empty; the CLI passes itself).
 	LabBinary string
@@ -98,7 +103,10 @@ func (o *Options) complete() error {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
-	for _, p := range []*string{&o.Dir, &o.K8sBinDir, &o.BinDir, &o.LabBinary} {
+	for _, p := range []*string{&o.Dir, &o.K8sBinDir, &o.BinDir, &o.LabBinary, &o.ConfDir} {
+		if *p == "" {
+			continue // ConfDir: the embedded files
+		}
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err
@@ -133,6 +141,13 @@ func (o *Options) validate() error {
 	if !o.NoPalisade {
 		for _, b := range []string{controllerBinary, agentBinary, cniBinary} {
 			errs = append(errs, executable(filepath.Join(o.BinDir, b), "run make build, or pass --bin-dir"))
+		}
+		if o.ConfDir != "" {
+			for _, f := range []string{agentConf, controllerConf} {
+				if _, err := os.Stat(filepath.Join(o.ConfDir, f)); err != nil {
+					errs = append(errs, fmt.Errorf("configuration directory %s: %w", o.ConfDir, err))
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
