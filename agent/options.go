@@ -76,7 +76,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "File with the agent's ServiceAccount token bound to its node (re-read on every connection), presented to the controller.")
 	fs.StringVar(&o.APIBindAddress, "api-bind-address", o.APIBindAddress, "host:port serving /metrics, /healthz, /readyz (and /debug/pprof with --enable-pprof).")
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "Serve Go profiling under /debug/pprof/ on --api-bind-address.")
-	fs.StringVar(&o.ControllerCAFile, "controller-ca-file", o.ControllerCAFile, "PEM file of the controller's CA; empty reads ConfigMap kube-system/palisade-ca.")
+	fs.StringVar(&o.ControllerCAFile, "controller-ca-file", o.ControllerCAFile, "PEM file of the controller's CA; empty reads ConfigMap palisade-system/palisade-ca.")
 }
 
 // Validate reports every invalid option at once.

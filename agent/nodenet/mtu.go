@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 )
 
@@ -15,7 +16,7 @@ const TunnelOverhead = 50
 // UplinkMTU returns the MTU of the interface (in the current network
 // namespace) that holds addr, the node's transport address.
 func UplinkMTU(addr netip.Addr) (int, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return 0, fmt.Errorf("listing addresses: %w", err)
 	}

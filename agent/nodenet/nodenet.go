@@ -16,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 
@@ -146,7 +147,7 @@ func configureGateway(ctx context.Context, cfg Config, ip netip.Addr, mac net.Ha
 		}
 	}
 	want := netip.PrefixFrom(ip, cfg.PodCIDR.Bits())
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("nodenet: listing addresses of %s: %w", name, err)
 	}
@@ -213,7 +214,7 @@ func SyncRoutes(ctx context.Context, gatewayName string, local netip.Prefix, nod
 		want[cidr] = GatewayIP(cidr)
 	}
 	var errs []error
-	routes, err := netlink.RouteList(link, netlink.FAMILY_V4)
+	routes, err := netlinksafe.RouteList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("nodenet: listing routes of %s: %w", gatewayName, err)
 	}
@@ -230,7 +231,7 @@ func SyncRoutes(ctx context.Context, gatewayName string, local netip.Prefix, nod
 			errs = append(errs, fmt.Errorf("nodenet: deleting route %s: %w", r.Dst, err))
 		}
 	}
-	neighs, err := netlink.NeighList(idx, netlink.FAMILY_V4)
+	neighs, err := neighList(idx)
 	if err != nil {
 		return fmt.Errorf("nodenet: listing neighbors of %s: %w", gatewayName, err)
 	}
@@ -289,4 +290,20 @@ func warmTunnelNeighbors(ctx context.Context, nodes []openflow.RemoteNode) {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// neighList lists the IPv4 neighbors of link idx, retrying a dump the
+// kernel interrupted (netlink.ErrDumpInterrupted: the table changed while
+// it was read), as netlinksafe does for the other lists.
+func neighList(idx int) ([]netlink.Neigh, error) {
+	var (
+		neighs []netlink.Neigh
+		err    error
+	)
+	for range 10 {
+		if neighs, err = netlink.NeighList(idx, netlink.FAMILY_V4); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return neighs, err
 }

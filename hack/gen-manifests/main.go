@@ -6,6 +6,8 @@
 //
 //	go run ./hack/gen-manifests            # rewrite build/yamls/palisade.yml
 //	go run ./hack/gen-manifests -check     # fail if it is out of date
+//	go run ./hack/gen-manifests -image R/palisade-controller:T -agent-image R/palisade-agent:T -o palisade.yml
+//	                                       # the same for your own images, into another file
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 func main() {
 	dir := flag.String("dir", "build/yamls", "directory holding base/, conf/ and the output")
 	check := flag.Bool("check", false, "only check that the output is up to date")
+	output := flag.String("o", "", "write the manifest to this file instead of DIR/"+manifests.Output+" (- for standard output)")
 	flag.StringVar(&manifests.DefaultValues.Image, "image", manifests.DefaultValues.Image, "controller image")
 	flag.StringVar(&manifests.DefaultValues.AgentImage, "agent-image", manifests.DefaultValues.AgentImage, "agent image")
 	flag.Parse()
@@ -30,6 +33,13 @@ func main() {
 		os.Exit(1)
 	}
 	path := filepath.Join(*dir, manifests.Output)
+	if *output == "-" {
+		fmt.Print(out)
+		return
+	}
+	if *output != "" {
+		path = *output
+	}
 	if *check {
 		cur, err := os.ReadFile(path)
 		if err != nil || string(cur) != out {

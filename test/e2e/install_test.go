@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/test/lab"
 )
 
@@ -46,7 +47,9 @@ func TestInstallManifest(t *testing.T) {
 	}
 	l := startLab(t, ctx, 1)
 
-	if out, err := kubectl(t, ctx, l, "", "create", "namespace", "palisade-system"); err != nil {
+	// The lab made palisade-system already (it serves the read API's
+	// Service there).
+	if out, err := kubectl(t, ctx, l, "", "get", "namespace", "palisade-system"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	out, err := kubectl(t, ctx, l, string(manifest), "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-")
@@ -85,10 +88,19 @@ func TestInstallManifest(t *testing.T) {
 		{"palisade-controller", "create", "tokenreviews.authentication.k8s.io", "", true},
 		{"palisade-controller", "update", "configmaps", "palisade-system", true},
 		{"palisade-controller", "update", "leases.coordination.k8s.io", "palisade-system", true},
+		{"palisade-controller", "create", "subjectaccessreviews.authorization.k8s.io", "", true},
+		{"palisade-controller", "patch", "apiservices.apiregistration.k8s.io/v1alpha1.controlplane.palisade.dev", "", true},
+		{"palisade-controller", "patch", "apiservices.apiregistration.k8s.io/v1.apps", "", false},
+		{"palisade-controller", "get", "configmaps/extension-apiserver-authentication", "kube-system", true},
+		{"palisade-controller", "get", "configmaps/kube-root-ca.crt", "kube-system", false},
 		{"palisade-controller", "delete", "pods", "", false},
 		{"palisade-controller", "update", "configmaps", "default", false},
 		{"palisade-controller", "get", "secrets", "", false},
 		{"palisade-agent", "watch", "nodes", "", true},
+		// Where the controller publishes its CA and agents read it.
+		{"palisade-controller", "update", "configmaps/" + controlplane.CAConfigMapName, controlplane.CAConfigMapNamespace, true},
+		{"palisade-agent", "get", "configmaps/" + controlplane.CAConfigMapName, controlplane.CAConfigMapNamespace, true},
+		{"palisade-agent", "get", "configmaps/palisade-config", controlplane.CAConfigMapNamespace, false},
 		{"palisade-agent", "list", "pods", "", false},
 		{"palisade-agent", "update", "nodes", "", false},
 		{"palisade-agent", "get", "secrets", "palisade-system", false},
@@ -96,5 +108,46 @@ func TestInstallManifest(t *testing.T) {
 		if got := canI(c.sa, c.verb, c.resource, c.ns); got != c.want {
 			t.Errorf("%s can %s %s (ns %q) = %v, want %v", c.sa, c.verb, c.resource, c.ns, got, c.want)
 		}
+	}
+
+	// Operators: palisade-viewer reads the read API and nothing else; it
+	// is aggregated into "view" (by kube-controller-manager, eventually).
+	userCanI := func(user, verb, resource, ns string) bool {
+		args := []string{"auth", "can-i", verb, resource, "--as=" + user}
+		if ns != "" {
+			args = append(args, "-n", ns)
+		}
+		out, _ := kubectl(t, ctx, l, "", args...)
+		return out == "yes"
+	}
+	if out, err := kubectl(t, ctx, l, "", "create", "clusterrolebinding", "test-palisade-viewer", "--clusterrole=palisade-viewer", "--user=viewer"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := kubectl(t, ctx, l, "", "create", "rolebinding", "test-view", "-n", "default", "--clusterrole=view", "--user=ns-viewer"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, c := range []struct {
+		user, verb, resource, ns string
+		want                     bool
+	}{
+		{"viewer", "list", "networkpolicies.controlplane.palisade.dev", "", true},
+		{"viewer", "get", "addressgroups.controlplane.palisade.dev", "", true},
+		{"viewer", "list", "explanations.controlplane.palisade.dev", "", true},
+		{"viewer", "get", "endpointqueries.controlplane.palisade.dev", "default", true},
+		{"viewer", "list", "pods", "default", false},
+		{"viewer", "create", "networkpolicies.controlplane.palisade.dev", "", false},
+		{"nobody", "list", "networkpolicies.controlplane.palisade.dev", "", false},
+		{"system:serviceaccount:palisade-system:palisade-agent", "list", "appliedtogroups.controlplane.palisade.dev", "", false},
+	} {
+		if got := userCanI(c.user, c.verb, c.resource, c.ns); got != c.want {
+			t.Errorf("%s can %s %s (ns %q) = %v, want %v", c.user, c.verb, c.resource, c.ns, got, c.want)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !userCanI("ns-viewer", "get", "endpointqueries.controlplane.palisade.dev", "default") {
+		if time.Now().After(deadline) {
+			t.Fatal("the view role does not grant get endpointqueries.controlplane.palisade.dev after 30s: palisade-viewer is not aggregated into it")
+		}
+		time.Sleep(time.Second)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/test/lab/layout"
 )
 
@@ -21,7 +22,7 @@ import (
 // apiserver with the admin kubeconfig, and the controller admits the
 // account's node-bound tokens by itself.
 const (
-	AgentServiceAccountNamespace = "kube-system"
+	AgentServiceAccountNamespace = controlplane.Namespace
 	AgentServiceAccountName      = "palisade-agent"
 	// agentTokenFile, in a node's agent directory, holds the token the
 	// agent presents to the controller.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/test/lab/layout"
 )
 
@@ -59,6 +60,16 @@ func apiserverArgs(k *pki, p ports) []string {
 		"--endpoint-reconciler-type=none",
 		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
+		// The aggregation layer, for palisade-controller's read API. The
+		// lab has no kube-proxy: the aggregator dials endpoints itself.
+		"--requestheader-client-ca-file=" + k.FrontProxyCA,
+		"--requestheader-allowed-names=" + frontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + k.ProxyClientCert,
+		"--proxy-client-key-file=" + k.ProxyClientKey,
+		"--enable-aggregator-routing=true",
 	}
 }
 
@@ -93,15 +104,27 @@ func controllerArgs(kubeconfig string) []string {
 		"--kubeconfig", kubeconfig,
 		"--bind-address", layout.HostIP.String(),
 		"--port", strconv.Itoa(layout.ControllerPort),
+		// Metrics and health checks next to the API, on the lab's host
+		// address (the shipped default binds every address).
+		"--metrics-bind-address", net.JoinHostPort(layout.HostIP.String(), strconv.Itoa(ControllerMetricsPort)),
+		// The Lease goes where the manifest puts it: installReadAPI creates
+		// the namespace before the controller starts.
+		"--leader-elect-namespace", controlplane.Namespace,
 		"--v=2",
 	}
 }
 
+// ControllerMetricsPort is where the lab's palisade-controller serves
+// /metrics, /healthz and /readyz on layout.HostIP.
+const ControllerMetricsPort = 10351
+
 // agentArgs is the command line of node i's agent, run through
-// `ip netns exec` in the node's namespace.
-func agentArgs(agent, kubeconfig string, i int, nd layout.NodeDir, ovsDBSock, ofSock, bridge string) []string {
+// `ip netns exec` in the node's namespace: the shipped configuration file
+// conf, then the lab's own values.
+func agentArgs(agent, conf, kubeconfig string, i int, nd layout.NodeDir, ovsDBSock, ofSock, bridge string) []string {
 	return []string{
 		"netns", "exec", layout.NodeNetns(i), agent,
+		"--config", conf,
 		"--kubeconfig", kubeconfig,
 		"--node-name", layout.NodeName(i),
 		"--controller-url", controllerURL(),

@@ -269,7 +269,7 @@ func TestCredentialSources(t *testing.T) {
 		{"missing token file", func() error { _, err := TokenFile(filepath.Join(dir, "none"))(); return err }, "reading the controller token"},
 		{"empty token file", func() error { _, err := TokenFile(filepath.Join(dir, "empty"))(); return err }, "is empty"},
 		{"missing CA file", func() error { _, err := CAFile(filepath.Join(dir, "none"))(context.Background()); return err }, "reading the controller CA"},
-		{"no CA ConfigMap", func() error { _, err := CAFromConfigMap(fake.NewClientset())(context.Background()); return err }, "kube-system/palisade-ca"},
+		{"no CA ConfigMap", func() error { _, err := CAFromConfigMap(fake.NewClientset())(context.Background()); return err }, "palisade-system/palisade-ca"},
 		{"CA ConfigMap without the key", func() error {
 			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cp.CAConfigMapNamespace, Name: cp.CAConfigMapName}}
 			_, err := CAFromConfigMap(fake.NewClientset(cm))(context.Background())

@@ -53,11 +53,17 @@ func ParseResumeToken(token string) (incarnation string, rv uint64, err error) {
 	return token[:i], rv, nil
 }
 
+// Namespace is where Palisade runs (build/yamls/palisade.yml): the
+// controller's Deployment, Lease and CA, the agents' DaemonSet and their
+// ServiceAccount.
+const Namespace = "palisade-system"
+
 // Where the controller publishes the CA certificate (PEM) that signs its
 // serving certificate: the key CAConfigMapKey of the ConfigMap
-// CAConfigMapNamespace/CAConfigMapName.
+// CAConfigMapNamespace/CAConfigMapName. Agents read it there (the
+// manifest's RBAC lets them read only this ConfigMap).
 const (
-	CAConfigMapNamespace = "kube-system"
+	CAConfigMapNamespace = Namespace
 	CAConfigMapName      = "palisade-ca"
 	CAConfigMapKey       = "ca.crt"
 )

@@ -11,6 +11,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"palisade.dev/palisade/controller"
+	"palisade.dev/palisade/controller/apis/controlplane"
 )
 
 const srcDir = "../../../build/yamls"
@@ -91,5 +94,39 @@ func TestChecksumFollowsConfig(t *testing.T) {
 	}
 	if checksum(before) == checksum(after) {
 		t.Error("changing a configuration file did not change the pods' checksum annotation")
+	}
+}
+
+// TestManifestMatchesComponentDefaults keeps the manifest and the
+// components' defaults in agreement where a mismatch would only show on a
+// real cluster: the controller admits the agents' ServiceAccount by name,
+// and both find the CA ConfigMap in the namespace the manifest grants.
+func TestManifestMatchesComponentDefaults(t *testing.T) {
+	out, err := Render(srcDir, DefaultValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader([]byte(out)), 4096)
+	var agentSA, agentRoleNS string
+	for {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case obj.GetKind() == "DaemonSet" && obj.GetName() == "palisade-agent":
+			sa, _, _ := unstructured.NestedString(obj.Object, "spec", "template", "spec", "serviceAccountName")
+			agentSA = obj.GetNamespace() + "/" + sa
+		case obj.GetKind() == "Role" && obj.GetName() == "palisade-agent":
+			agentRoleNS = obj.GetNamespace()
+		}
+	}
+	if want := controller.NewOptions().AgentServiceAccount; agentSA != want {
+		t.Errorf("the agent DaemonSet runs as %q; the controller admits %q by default", agentSA, want)
+	}
+	if agentRoleNS != controlplane.CAConfigMapNamespace {
+		t.Errorf("the agent's Role (reading the CA) is in namespace %q; the CA is published in %q", agentRoleNS, controlplane.CAConfigMapNamespace)
 	}
 }
