@@ -105,7 +105,9 @@ func startAndTime(b *testing.B, inst *ovsinstance.Instance, ofc *openflow.Client
 			}
 		}
 		start := time.Now()
-		aof.Render(st, counter())
+		if _, err := aof.Render(st, counter()); err != nil {
+			b.Fatal(err)
+		}
 		render += time.Since(start)
 		runtime.GC() // do not charge Start with the garbage of the call above
 
@@ -181,7 +183,10 @@ func BenchmarkReconcile10kRules(b *testing.B) {
 // messages itself).
 func BenchmarkReconcile10kRulesOfctl(b *testing.B) {
 	inst, _ := benchBridge(b)
-	flows := aof.Render(reconcile10k(), counter())
+	flows, err := aof.Render(reconcile10k(), counter())
+	if err != nil {
+		b.Fatal(err)
+	}
 	lines := make([]string, 0, len(flows)+1)
 	lines = append(lines, "delete") // every flow of every table, as ReplaceAll
 	for _, f := range flows {

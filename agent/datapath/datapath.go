@@ -203,7 +203,10 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 		used[key] = id
 		return id
 	}
-	desired := openflow.Render(next, alloc)
+	desired, err := openflow.Render(next, alloc)
+	if err != nil {
+		return fmt.Errorf("rendering flows: %w", err)
+	}
 	if d.round != 0 {
 		openflow.SetRound(desired, d.round)
 	}

@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -245,5 +246,60 @@ func TestSameActions(t *testing.T) {
 				t.Errorf("sameActions = %v, want %v (the ovs-ofctl texts compare so)", got, want)
 			}
 		})
+	}
+}
+
+// sharedRules has n ingress policies allowing TCP 80 from pod a to pod b:
+// every rule shares all its clause flows.
+func sharedRules(n int) *cp.NodeState {
+	st := cp.NewNodeState()
+	a := cp.GroupMember{Pod: cp.PodReference{Namespace: "x", Name: "a"}, IPs: []string{"198.19.0.2"}}
+	st.AppliedToGroups["b"] = &cp.AppliedToGroup{Name: "b", Members: []cp.GroupMember{{Pod: cp.PodReference{Namespace: "x", Name: "b"}}}}
+	st.AddressGroups["a"] = &cp.AddressGroup{Name: "a", Members: []cp.GroupMember{a}}
+	for i := range n {
+		name := fmt.Sprintf("p%05d", i)
+		st.Policies[name] = &cp.NetworkPolicy{Name: name, AppliedToGroups: []string{"b"}, PolicyTypes: []string{"Ingress"},
+			Rules: []cp.Rule{{Direction: cp.DirectionIn, From: cp.Peer{AddressGroups: []string{"a"}},
+				Services: []cp.Service{{Protocol: cp.ProtocolTCP, Port: "80"}}}}}
+	}
+	return st
+}
+
+// TestBandsChangeThroughDiff grows and shrinks a set of rules that share
+// their clause flows across the point where the rule table takes a second
+// priority band and back: each step's bundle leaves the bridge with
+// exactly the rendered flows, none too large for an OpenFlow message.
+func TestBandsChangeThroughDiff(t *testing.T) {
+	ctx := context.Background()
+	r := &recorder{flows: map[string]of.Flow{}}
+	dp := New(r)
+	for _, p := range []interfacestore.PodInterface{testPod("a", 2), testPod("b", 3)} {
+		if err := dp.AddPod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		rules, priorities int
+	}{{2000, 1}, {4100, 3}, {2001, 2}, {1999, 1}} {
+		if err := dp.SetPolicy(ctx, sharedRules(step.rules)); err != nil {
+			t.Fatalf("%d rules: %v", step.rules, err)
+		}
+		sameFlows(t, r.flows, dp)
+		prios, most := map[uint16]bool{}, 0
+		for _, f := range r.flows {
+			if f.Table == openflow.IngressRuleTable && f.Match.ConjID != 0 {
+				prios[f.Priority] = true
+			}
+			most = max(most, len(f.Actions))
+		}
+		if len(prios) != step.priorities || most > 4000 {
+			t.Fatalf("%d rules: conj_id flows at priorities %v, want %d; a flow with %d actions", step.rules, prios, step.priorities, most)
+		}
+		last := r.applied[len(r.applied)-1]
+		t.Logf("%d rules: %d flows at priorities %v, at most %d actions; bundle added %d, modified %d, deleted %d",
+			step.rules, len(r.flows), prios, most, len(last.Add), len(last.Modify), len(last.Delete))
 	}
 }

@@ -15,12 +15,16 @@ func BenchmarkRender100Rules500Addresses(b *testing.B) {
 	var n int
 	for b.Loop() {
 		ids := map[string]uint32{}
-		n = len(openflow.Render(st, func(k string) uint32 {
+		flows, err := openflow.Render(st, func(k string) uint32 {
 			if _, ok := ids[k]; !ok {
 				ids[k] = uint32(len(ids) + 1)
 			}
 			return ids[k]
-		}))
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(flows)
 	}
 	b.ReportMetric(float64(n), "flows")
 }

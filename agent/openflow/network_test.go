@@ -26,7 +26,7 @@ var (
 )
 
 func TestRenderNetworkGolden(t *testing.T) {
-	flows := Render(State{Pods: pods(podA, podB, podC), Policy: skeletonPolicy(), Network: network, RemoteNodes: remotes}, counter())
+	flows := mustRender(t, State{Pods: pods(podA, podB, podC), Policy: skeletonPolicy(), Network: network, RemoteNodes: remotes}, counter())
 	golden(t, "network.flows", renderText(flows))
 }
 
@@ -122,7 +122,7 @@ func TestTraceNetwork(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			flows := Render(State{Pods: allPods, Policy: tc.policy, Network: network, RemoteNodes: remotes}, counter())
+			flows := mustRender(t, State{Pods: allPods, Policy: tc.policy, Network: network, RemoteNodes: remotes}, counter())
 			v := newTracer(flows).trace(tc.pkt)
 			if v.String() != tc.want {
 				t.Fatalf("verdict %s, want %s; path %v\nflows:\n%s", v, tc.want, v.Path, renderText(flows))
@@ -147,7 +147,7 @@ func TestTraceNetwork(t *testing.T) {
 func TestRemoteNodeFlowsFollowNodes(t *testing.T) {
 	render := func(rs ...RemoteNode) map[string]of.Flow {
 		m := map[string]of.Flow{}
-		for _, f := range Render(State{Pods: pods(podA), Network: network, RemoteNodes: rs}, counter()) {
+		for _, f := range mustRender(t, State{Pods: pods(podA), Network: network, RemoteNodes: rs}, counter()) {
 			m[f.Key()] = f
 		}
 		return m

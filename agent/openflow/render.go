@@ -27,8 +27,12 @@ type State struct {
 // Render computes the node's complete flow table: the pipeline, the pods,
 // the gateway, tunnel and remote nodes, and the policies. Flows with the same table, priority and match are merged into
 // one (their conjunction actions listed together), and the result is sorted
-// by table, priority (highest first) and match.
-func Render(st State, ids ConjIDs) []of.Flow {
+// by table, priority (highest first) and match. No flow carries more than
+// maxConjunctionsPerFlow conjunction actions: a rule table whose clause
+// flows are shared by too many rules spreads its conjunctions over
+// priority bands (bands.go). Render fails only when even the bands cannot
+// make its flows small enough.
+func Render(st State, ids ConjIDs) ([]of.Flow, error) {
 	pipeline := PipelineFlows()
 	flows := make([]of.Flow, 0, len(pipeline)+4*len(st.Pods)+estimatePolicyFlows(st.Policy, len(st.Pods)))
 	flows = append(flows, pipeline...)
@@ -42,7 +46,7 @@ func Render(st State, ids ConjIDs) []of.Flow {
 	}
 	flows = append(flows, NetworkFlows(st.Network, st.Pods, st.RemoteNodes)...)
 	flows = appendPolicyFlows(flows, st.Policy, st.Pods, ids)
-	return merge(flows)
+	return splitBands(merge(flows))
 }
 
 func isConjunctionOnly(f of.Flow) bool {

@@ -71,6 +71,16 @@ func skeletonPolicy() *cp.NodeState {
 	return st
 }
 
+// mustRender renders st, failing the test on an error.
+func mustRender(t testing.TB, st State, ids ConjIDs) []of.Flow {
+	t.Helper()
+	flows, err := Render(st, ids)
+	if err != nil {
+		t.Fatalf("Render: %v", err)
+	}
+	return flows
+}
+
 func renderText(flows []of.Flow) string {
 	var b strings.Builder
 	for _, f := range flows {
@@ -98,7 +108,7 @@ func golden(t *testing.T, name, got string) {
 }
 
 func TestRenderSkeletonGolden(t *testing.T) {
-	flows := Render(State{Pods: pods(podA, podB, podC), Policy: skeletonPolicy()}, counter())
+	flows := mustRender(t, State{Pods: pods(podA, podB, podC), Policy: skeletonPolicy()}, counter())
 	golden(t, "skeleton.flows", renderText(flows))
 }
 
@@ -159,7 +169,7 @@ func TestTraceVerdicts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			flows := Render(State{Pods: allPods, Policy: tc.policy}, counter())
+			flows := mustRender(t, State{Pods: allPods, Policy: tc.policy}, counter())
 			v := newTracer(flows).trace(tc.pkt)
 			if v.String() != tc.want {
 				t.Errorf("verdict %s, want %s; path %v\nflows:\n%s", v, tc.want, v.Path, renderText(flows))
@@ -242,7 +252,7 @@ func TestTraceRecordsRulesInConnection(t *testing.T) {
 		Rules:       []cp.Rule{{Direction: cp.DirectionOut, To: cp.Peer{AddressGroups: []string{"ag-b"}}}}}
 	st.AppliedToGroups["atg-a"] = &cp.AppliedToGroup{Name: "atg-a", Members: []cp.GroupMember{member(podA)}}
 	st.AddressGroups["ag-b"] = &cp.AddressGroup{Name: "ag-b", Members: []cp.GroupMember{member(podB)}}
-	flows := Render(State{Pods: pods(podA, podB, podC), Policy: st}, counter())
+	flows := mustRender(t, State{Pods: pods(podA, podB, podC), Policy: st}, counter())
 	tr := newTracer(flows)
 	const ingressID, egressID = 1, 2
 
@@ -342,7 +352,7 @@ func TestRulesMapsIDsBack(t *testing.T) {
 		return keys[key]
 	}
 	state := State{Pods: pods(podA, podB, podC), Policy: st}
-	Render(state, ids)
+	mustRender(t, state, ids)
 	got := Rules(state, func(key string) (uint32, bool) { id, ok := keys[key]; return id, ok })
 	want := map[uint32]RuleRef{
 		10: {Namespace: "x", Name: "allow-a", Direction: "Ingress", Index: 0},

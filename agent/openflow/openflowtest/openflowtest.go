@@ -27,8 +27,8 @@ func Addr(n int) netip.Addr {
 // each, allowing TCP 8080 from (or, with egress, to) the rule's own
 // `peers` addresses. Rules use disjoint addresses while rules*peers <=
 // MaxPeers. Every rule applies to every target, so a target's clause flow
-// lists every rule's conjunction: keep rules below about 4,000 (the most
-// one OpenFlow message carries).
+// lists every rule's conjunction (beyond 2,000 rules the rule table takes
+// priority bands, see agent/openflow/bands.go).
 func State(rules, peers, targets int, egress bool) openflow.State {
 	return StateOf(Shape{Rules: rules, Peers: peers, Targets: targets, Egress: egress})
 }
