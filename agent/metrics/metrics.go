@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"palisade.dev/palisade/agent/datapath"
+	"palisade.dev/palisade/agent/openflow"
 )
 
 const namespace = "palisade_agent"
@@ -53,6 +54,7 @@ var (
 type Source interface {
 	Stats(ctx context.Context, r datapath.FlowStatsReader) (datapath.Stats, error)
 	FlowCounts() map[string]int
+	Policies() []openflow.Realization
 }
 
 // scrapeTimeout bounds the flow stats requests of one scrape.
@@ -67,7 +69,9 @@ var (
 	dropBytes     = prometheus.NewDesc(namespace+"_default_drop_bytes_total", "Bytes dropped because no rule allowed them into or out of an isolated pod.", []string{"direction"}, nil)
 	flows         = prometheus.NewDesc(namespace+"_flows", "OpenFlow flows the agent installed, per table.", []string{"table"}, nil)
 	scrapeErrors  = prometheus.NewDesc(namespace+"_rule_stats_scrape_errors", "1 when reading the flow counters from OVS failed in this scrape.", nil, nil)
-	collectorDesc = []*prometheus.Desc{rulePackets, ruleBytes, ruleSessions, dropPackets, dropBytes, flows, scrapeErrors}
+	policies      = prometheus.NewDesc(namespace+"_networkpolicies", "NetworkPolicies that apply to pods of this node.", nil, nil)
+	rules         = prometheus.NewDesc(namespace+"_policy_rules", "Policy rules realized in OVS on this node, per direction.", []string{"direction"}, nil)
+	collectorDesc = []*prometheus.Desc{rulePackets, ruleBytes, ruleSessions, dropPackets, dropBytes, flows, scrapeErrors, policies, rules}
 )
 
 // collector turns the datapath's counters into metrics at each scrape.
@@ -86,6 +90,22 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for table, n := range c.src.FlowCounts() {
 		ch <- prometheus.MustNewConstMetric(flows, prometheus.GaugeValue, float64(n), table)
+	}
+	realized := c.src.Policies()
+	perDirection := map[string]int{"Ingress": 0, "Egress": 0}
+	for _, p := range realized {
+		// A rule with named ports has a conjunction per resolution.
+		distinct := map[openflow.RuleRef]bool{}
+		for _, r := range p.Rules {
+			distinct[r] = true
+		}
+		for r := range distinct {
+			perDirection[r.Direction]++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(policies, prometheus.GaugeValue, float64(len(realized)))
+	for dir, n := range perDirection {
+		ch <- prometheus.MustNewConstMetric(rules, prometheus.GaugeValue, float64(n), dir)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()

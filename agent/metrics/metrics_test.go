@@ -26,6 +26,15 @@ func (f fakeSource) Stats(context.Context, datapath.FlowStatsReader) (datapath.S
 
 func (f fakeSource) FlowCounts() map[string]int { return map[string]int{"IngressRule": 4, "Output": 3} }
 
+// Policies has x/web with two ingress rules, the second with named ports
+// resolved twice (two conjunctions, one rule), and one egress rule.
+func (f fakeSource) Policies() []openflow.Realization {
+	in0 := openflow.RuleRef{Namespace: "x", Name: "web", Direction: "Ingress", Index: 0}
+	in1 := openflow.RuleRef{Namespace: "x", Name: "web", Direction: "Ingress", Index: 1}
+	eg0 := openflow.RuleRef{Namespace: "x", Name: "web", Direction: "Egress", Index: 0}
+	return []openflow.Realization{{Namespace: "x", Name: "web", Rules: map[uint32]openflow.RuleRef{1: in0, 2: in1, 3: in1, 4: eg0}}}
+}
+
 func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(srv.URL + path)
@@ -61,6 +70,9 @@ func TestServer(t *testing.T) {
 			`palisade_agent_default_drop_packets_total{direction="Ingress"} 2`,
 			`palisade_agent_flows{table="IngressRule"} 4`,
 			`palisade_agent_rule_stats_scrape_errors 0`,
+			`palisade_agent_networkpolicies 1`,
+			`palisade_agent_policy_rules{direction="Ingress"} 2`,
+			`palisade_agent_policy_rules{direction="Egress"} 1`,
 		}},
 		{"healthz", false, "/healthz", 200, []string{"ok"}},
 		{"not ready", false, "/readyz", 503, []string{"datapath not started"}},

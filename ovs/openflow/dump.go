@@ -3,7 +3,6 @@ package openflow
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -54,61 +53,7 @@ func canonicalARP(m Match) Match {
 // as `ovs-ofctl dump-flows table=T cookie=C/M` lists them. Actions are not
 // decoded: pair an entry with the installed Flow by Key for them.
 func (c *Client) DumpFlows(ctx context.Context, table uint8, cookie, cookieMask uint64) ([]FlowEntry, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cn, err := c.connection(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, replyTimeout)
-		defer cancel()
-	}
-	entries, err := cn.dumpFlows(ctx, table, cookie, cookieMask)
-	if err != nil && !errors.Is(err, errStatsReply) {
-		cn.close()
-		c.conn = nil
-	}
-	return entries, err
-}
-
-func (cn *conn) dumpFlows(ctx context.Context, table uint8, cookie, cookieMask uint64) ([]FlowEntry, error) {
-	cn.drain()
-	req := openflow15.NewMpRequest(openflow15.MultipartType_FlowDesc)
-	body := openflow15.NewFlowStatsRequest()
-	body.TableId = table
-	body.Cookie = cookie
-	body.CookieMask = cookieMask
-	req.Body = append(req.Body, body)
-	req.Xid = cn.nextXid()
-	if err := cn.send(ctx, req); err != nil {
-		return nil, err
-	}
-	var out []FlowEntry
-	for {
-		r, err := cn.receive(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if r.xid != req.Xid {
-			continue
-		}
-		if r.err != nil {
-			return nil, fmt.Errorf("openflow: OVS refused the flow stats request: %w", r.err)
-		}
-		if r.multipart == nil {
-			continue
-		}
-		more, entries, err := parseFlowEntries(r.multipart)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, entries...)
-		if !more {
-			return out, nil
-		}
-	}
+	return flowDesc(ctx, c, table, cookie, cookieMask, parseFlowEntries)
 }
 
 // parseFlowEntries decodes one OFPMP_FLOW_DESC reply with the flows'

@@ -25,6 +25,17 @@ const AllTables uint8 = openflow15.OFPTT_ALL
 // every table) whose cookie matches cookie under cookieMask, as
 // `ovs-ofctl dump-flows table=T cookie=C/M` selects them.
 func (c *Client) FlowStats(ctx context.Context, table uint8, cookie, cookieMask uint64) ([]FlowStat, error) {
+	return flowDesc(ctx, c, table, cookie, cookieMask, parseFlowDescReply)
+}
+
+// errStatsReply marks a reply OVS sent that could not be decoded.
+var errStatsReply = errors.New("openflow: bad flow stats reply")
+
+// flowDesc sends one OFPMP_FLOW_DESC request for the flows in table whose
+// cookie matches cookie under cookieMask, and decodes each reply message
+// with parse (which reports whether more messages follow).
+func flowDesc[T any](ctx context.Context, c *Client, table uint8, cookie, cookieMask uint64,
+	parse func(msg []byte) (more bool, items []T, err error)) ([]T, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cn, err := c.connection(ctx)
@@ -36,19 +47,17 @@ func (c *Client) FlowStats(ctx context.Context, table uint8, cookie, cookieMask 
 		ctx, cancel = context.WithTimeout(ctx, replyTimeout)
 		defer cancel()
 	}
-	stats, err := cn.flowStats(ctx, table, cookie, cookieMask)
+	items, err := flowDescExchange(ctx, cn, table, cookie, cookieMask, parse)
 	if err != nil && !errors.Is(err, errStatsReply) {
 		// Replies of an abandoned exchange would confuse the next one.
 		cn.close()
 		c.conn = nil
 	}
-	return stats, err
+	return items, err
 }
 
-// errStatsReply marks a reply OVS sent that could not be decoded.
-var errStatsReply = errors.New("openflow: bad flow stats reply")
-
-func (cn *conn) flowStats(ctx context.Context, table uint8, cookie, cookieMask uint64) ([]FlowStat, error) {
+func flowDescExchange[T any](ctx context.Context, cn *conn, table uint8, cookie, cookieMask uint64,
+	parse func(msg []byte) (bool, []T, error)) ([]T, error) {
 	cn.drain()
 	req := openflow15.NewMpRequest(openflow15.MultipartType_FlowDesc)
 	body := openflow15.NewFlowStatsRequest()
@@ -60,7 +69,7 @@ func (cn *conn) flowStats(ctx context.Context, table uint8, cookie, cookieMask u
 	if err := cn.send(ctx, req); err != nil {
 		return nil, err
 	}
-	var out []FlowStat
+	var out []T
 	for {
 		r, err := cn.receive(ctx)
 		if err != nil {
@@ -75,11 +84,11 @@ func (cn *conn) flowStats(ctx context.Context, table uint8, cookie, cookieMask u
 		if r.multipart == nil {
 			continue
 		}
-		more, stats, err := parseFlowDescReply(r.multipart)
+		more, items, err := parse(r.multipart)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, stats...)
+		out = append(out, items...)
 		if !more {
 			return out, nil
 		}

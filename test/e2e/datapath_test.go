@@ -19,9 +19,7 @@ import (
 	"testing"
 	"time"
 
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"palisade.dev/palisade/test/lab"
 	"palisade.dev/palisade/test/lab/layout"
@@ -56,19 +54,7 @@ func TestDatapathAgentRestart(t *testing.T) {
 	bIP := netip.MustParseAddr(b.IP)
 	serveStream(t, b)
 
-	port := intstr.FromInt32(streamPort)
-	policy := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: dpNS, Name: "b-from-a"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "b"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}},
-			}},
-		},
-	}
-	if _, err := kube.NetworkingV1().NetworkPolicies(dpNS).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.NetworkingV1().NetworkPolicies(dpNS).Create(ctx, bFromAPolicy(dpNS, streamPort), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	reachable := func(from probe.Pod) bool {

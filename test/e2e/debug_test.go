@@ -13,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"palisade.dev/palisade/agent/debug"
 	"palisade.dev/palisade/agent/openflow"
@@ -100,19 +98,7 @@ func TestDebug(t *testing.T) {
 	a, b, c := debugPod(t, pods, "a"), debugPod(t, pods, "b"), debugPod(t, pods, "c")
 	bIP := netip.MustParseAddr(b.IP)
 
-	port := intstr.FromInt32(80)
-	policy := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: debugNS, Name: "b-from-a"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "b"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}},
-			}},
-		},
-	}
-	if _, err := kube.NetworkingV1().NetworkPolicies(debugNS).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.NetworkingV1().NetworkPolicies(debugNS).Create(ctx, bFromAPolicy(debugNS, 80), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	reachable := func(from probe.Pod) bool {

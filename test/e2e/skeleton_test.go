@@ -198,17 +198,7 @@ func TestSkeletonPolicyChangesVerdicts(t *testing.T) {
 	t.Log("before any policy every pod reaches every other on TCP 80")
 	eventually(t, ctx, l, 80, allAllowed, 10*time.Second)
 
-	policy := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "b-from-a"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "b"}},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: ptr(corev1.ProtocolTCP), Port: ptr(intstr.FromInt32(80))}},
-			}},
-		},
-	}
-	if _, err := kube.NetworkingV1().NetworkPolicies("x").Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.NetworkingV1().NetworkPolicies("x").Create(ctx, bFromAPolicy("x", 80), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("with the policy only x/a reaches x/b; everything else is unchanged")
@@ -228,3 +218,19 @@ func TestSkeletonPolicyChangesVerdicts(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// bFromAPolicy is the tests' usual policy, ns/b-from-a: pod b (label
+// pod=b) accepts TCP port from pod a only.
+func bFromAPolicy(ns string, port int32) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b-from-a"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "b"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: ptr(corev1.ProtocolTCP), Port: ptr(intstr.FromInt32(port))}},
+			}},
+		},
+	}
+}
