@@ -70,14 +70,15 @@ func dial(ctx context.Context, path string) (*conn, error) {
 }
 
 func (cn *conn) handshake() error {
-	if err := cn.nc.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+	deadline := time.Now().Add(handshakeTimeout)
+	if err := cn.nc.SetReadDeadline(deadline); err != nil {
 		return err
 	}
 	hello, err := common.NewHello(openflow15.VERSION)
 	if err != nil {
 		return err
 	}
-	if err := cn.write(hello); err != nil {
+	if err := cn.write(deadline, hello); err != nil {
 		return err
 	}
 	msg, err := readMessage(cn.nc)
@@ -92,7 +93,7 @@ func (cn *conn) handshake() error {
 	case msg[0] < openflow15.VERSION:
 		return fmt.Errorf("switch speaks OpenFlow version %d, want %d (OpenFlow15)", msg[0], openflow15.VERSION)
 	}
-	return cn.nc.SetDeadline(time.Time{})
+	return cn.nc.SetReadDeadline(time.Time{})
 }
 
 // read runs until the connection fails or is closed.
@@ -111,7 +112,8 @@ func (cn *conn) read() {
 		case typeEchoRequest:
 			echo := openflow15.NewEchoReply()
 			echo.Xid = xid
-			_ = cn.write(echoWithBody{echo, msg[headerLen:]})
+			// A failed reply shows as OVS dropping the connection.
+			_ = cn.write(time.Now().Add(echoReplyTimeout), echoWithBody{echo, msg[headerLen:]})
 			continue
 		case typeError:
 			rp = reply{xid: xid, err: parseError(msg)}
@@ -185,8 +187,12 @@ func (cn *conn) nextXid() uint32 {
 	return cn.xid
 }
 
-// write marshals and writes messages as one buffer.
-func (cn *conn) write(msgs ...interface{ MarshalBinary() ([]byte, error) }) error {
+// echoReplyTimeout bounds the write of a reply to OVS's keepalive probe.
+const echoReplyTimeout = 5 * time.Second
+
+// write marshals messages and writes them as one buffer, giving up at
+// deadline (zero: never).
+func (cn *conn) write(deadline time.Time, msgs ...interface{ MarshalBinary() ([]byte, error) }) error {
 	var buf []byte
 	for _, m := range msgs {
 		b, err := m.MarshalBinary()
@@ -195,23 +201,36 @@ func (cn *conn) write(msgs ...interface{ MarshalBinary() ([]byte, error) }) erro
 		}
 		buf = append(buf, b...)
 	}
+	return cn.writeBytes(deadline, buf)
+}
+
+// writeBytes writes b, giving up at deadline (zero: never). The deadline
+// holds for this write only: a deadline left on the socket would fail every
+// later write once it passed — the reader's replies to OVS's keepalive
+// probes included, and OVS drops a connection that stops answering them.
+func (cn *conn) writeBytes(deadline time.Time, b []byte) error {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
-	_, err := cn.nc.Write(buf)
+	if err := cn.nc.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	_, err := cn.nc.Write(b)
+	if !deadline.IsZero() {
+		if cerr := cn.nc.SetWriteDeadline(time.Time{}); err == nil {
+			err = cerr
+		}
+	}
 	return err
 }
 
 // send writes msgs, giving up when ctx ends.
 func (cn *conn) send(ctx context.Context, msgs ...util.Message) error {
 	deadline, _ := ctx.Deadline()
-	if err := cn.nc.SetWriteDeadline(deadline); err != nil {
-		return fmt.Errorf("openflow: %w", err)
-	}
 	ms := make([]interface{ MarshalBinary() ([]byte, error) }, len(msgs))
 	for i, m := range msgs {
 		ms[i] = m
 	}
-	if err := cn.write(ms...); err != nil {
+	if err := cn.write(deadline, ms...); err != nil {
 		return fmt.Errorf("openflow: send to switch: %w", err)
 	}
 	return nil
@@ -220,12 +239,7 @@ func (cn *conn) send(ctx context.Context, msgs ...util.Message) error {
 // sendRaw writes already encoded messages, giving up when ctx ends.
 func (cn *conn) sendRaw(ctx context.Context, b []byte) error {
 	deadline, _ := ctx.Deadline()
-	if err := cn.nc.SetWriteDeadline(deadline); err != nil {
-		return fmt.Errorf("openflow: %w", err)
-	}
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
-	if _, err := cn.nc.Write(b); err != nil {
+	if err := cn.writeBytes(deadline, b); err != nil {
 		return fmt.Errorf("openflow: send to switch: %w", err)
 	}
 	return nil
