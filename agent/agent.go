@@ -150,15 +150,19 @@ func Run(ctx context.Context, o *Options) error {
 	if err := dp.SetPolicy(ctx, cache.Snapshot()); err != nil {
 		return err
 	}
+	registerDebug, why := o.debugRoutes(&debug.Server{Datapath: dp, Dumper: ofClient,
+		Trace: func(ctx context.Context, flow string, ctNext ...string) (string, error) {
+			return ovsctl.Trace(ctx, o.OVSUnixctl, o.Bridge, flow, ctNext...)
+		}})
+	if why != "" {
+		logger.Info("Not serving the debug API", "reason", why)
+	}
 	go func() {
 		err := metrics.Serve(ctx, api, metrics.ServerConfig{
 			Registry:    metrics.NewRegistry(logger, dp, ofClient),
 			Ready:       func() error { return ready(dp, cache) },
 			EnablePprof: o.EnablePprof,
-			Register: (&debug.Server{Datapath: dp, Dumper: ofClient,
-				Trace: func(ctx context.Context, flow string, ctNext ...string) (string, error) {
-					return ovsctl.Trace(ctx, o.OVSUnixctl, o.Bridge, flow, ctNext...)
-				}}).Register,
+			Register:    registerDebug,
 		})
 		if err != nil {
 			logger.Error(err, "Serving the agent API failed")
@@ -190,7 +194,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err := dp.Start(ctx); err != nil {
 		return fmt.Errorf("installing the initial flows: %w", err)
 	}
-	logger.Info("Datapath ready", "flows", len(dp.Flows()))
+	logger.Info("Datapath ready", "flows", dp.FlowCount())
 	allowForwarding(ctx, bridge)
 	// ovs-vswitchd keeps no flows across a restart: install them all again.
 	// It also recreates the gateway's kernel interface, which loses its
@@ -263,7 +267,7 @@ func restoreFlows(ctx context.Context, dp *datapath.Datapath) {
 	for {
 		err := dp.Resync(ctx)
 		if err == nil {
-			klog.FromContext(ctx).Info("Restored flows after reconnecting to OVS", "flows", len(dp.Flows()))
+			klog.FromContext(ctx).Info("Restored flows after reconnecting to OVS", "flows", dp.FlowCount())
 			return
 		}
 		klog.FromContext(ctx).Error(err, "Restoring flows failed; retrying")

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
 	npcontroller "palisade.dev/palisade/agent/controller/networkpolicy"
+	"palisade.dev/palisade/agent/debug"
 )
 
 // Options configure one node's agent.
@@ -33,11 +35,14 @@ type Options struct {
 	// ControllerCAFile holds the controller's CA; empty reads it from the
 	// ConfigMap the controller publishes.
 	ControllerCAFile string
-	// APIBindAddress is where /metrics, /healthz, /readyz (and pprof) are
-	// served.
+	// APIBindAddress is where /metrics, /healthz, /readyz, the debug API
+	// (/debug/flows, /debug/trace) and pprof are served.
 	APIBindAddress string
 	// EnablePprof serves net/http/pprof under /debug/pprof/.
 	EnablePprof bool
+	// EnableDebugAPIOnNonLoopback serves the debug API also when
+	// APIBindAddress is not a loopback address.
+	EnableDebugAPIOnNonLoopback bool
 }
 
 // NewOptions returns the defaults of a real deployment.
@@ -74,8 +79,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MTU, "mtu", o.MTU, "MTU of pod interfaces and the gateway; 0 takes the MTU of the interface holding the node's InternalIP less the tunnel's 50 bytes.")
 	fs.StringVar(&o.TunnelType, "tunnel-type", o.TunnelType, "Encapsulation of pod traffic between nodes: geneve or vxlan.")
 	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "File with the agent's ServiceAccount token bound to its node (re-read on every connection), presented to the controller.")
-	fs.StringVar(&o.APIBindAddress, "api-bind-address", o.APIBindAddress, "host:port serving /metrics, /healthz, /readyz (and /debug/pprof with --enable-pprof).")
+	fs.StringVar(&o.APIBindAddress, "api-bind-address", o.APIBindAddress, "host:port serving, over plain HTTP without authentication, /metrics, /healthz, /readyz, "+
+		"the debug API of palisadectl (/debug/flows: the node's policy flows; /debug/trace: runs ofproto/trace; only on a loopback address unless --enable-debug-api-on-non-loopback) "+
+		"and /debug/pprof with --enable-pprof.")
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "Serve Go profiling under /debug/pprof/ on --api-bind-address.")
+	fs.BoolVar(&o.EnableDebugAPIOnNonLoopback, "enable-debug-api-on-non-loopback", o.EnableDebugAPIOnNonLoopback, "Serve /debug/flows and /debug/trace even when --api-bind-address is not a loopback address "+
+		"(anyone reaching it can then read the node's flows and make the agent run traces); otherwise they answer 403 there.")
 	fs.StringVar(&o.ControllerCAFile, "controller-ca-file", o.ControllerCAFile, "PEM file of the controller's CA; empty reads ConfigMap palisade-system/palisade-ca.")
 }
 
@@ -111,6 +120,34 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// debugAPIRefusal says why the debug API must not be served on
+// APIBindAddress: it is not a loopback address ("" host, a wildcard, a
+// host name other than localhost or a non-loopback IP) and
+// EnableDebugAPIOnNonLoopback is not set. It is empty when the API may be
+// served.
+func (o *Options) debugAPIRefusal() string {
+	if o.EnableDebugAPIOnNonLoopback {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(o.APIBindAddress)
+	if err == nil && host == "localhost" {
+		return ""
+	}
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("--api-bind-address %s is not a loopback address; set --enable-debug-api-on-non-loopback to serve it there", o.APIBindAddress)
+}
+
+// debugRoutes returns what registers the debug API served by s, or its
+// refusal (with why) where o does not allow it.
+func (o *Options) debugRoutes(s *debug.Server) (register func(*http.ServeMux), why string) {
+	if why := o.debugAPIRefusal(); why != "" {
+		return func(mux *http.ServeMux) { debug.RegisterRefused(mux, why) }, why
+	}
+	return s.Register, ""
 }
 
 // watchConfig is how the agent watches the controller: its node-bound token

@@ -2,11 +2,15 @@ package controller
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
@@ -38,32 +42,67 @@ func (m modelSource) Pod(namespace, name string) (*controlplane.GroupMember, boo
 	return m.state.Pod(namespace, name)
 }
 
-// patchAPIServiceCA sets the caBundle of the read API's APIService to the
-// controller's CA, so that kube-apiserver trusts the controller, retrying
-// until it succeeds or ctx is done (the APIService may not exist yet).
-func patchAPIServiceCA(ctx context.Context, client kubernetes.Interface, caPEM []byte) {
+// apiServices is the resource of kube-apiserver's APIServices.
+var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+
+// The APIService's caBundle is checked every apiServiceCheckInterval, and
+// every apiServiceRetryInterval while that fails.
+const (
+	apiServiceCheckInterval = time.Minute
+	apiServiceRetryInterval = 2 * time.Second
+)
+
+// syncAPIServiceCA keeps the caBundle of the read API's APIService set to
+// the controller's CA (caPEM), so that kube-apiserver trusts the
+// controller, until ctx is done: it checks every interval, and every
+// retry while the check fails (the APIService may not exist yet), so that
+// an APIService that is recreated (e.g. by a new kubectl apply) recovers.
+func syncAPIServiceCA(ctx context.Context, client dynamic.Interface, caPEM []byte, interval, retry time.Duration) {
 	logger := klog.FromContext(ctx).WithValues("apiService", controlplane.APIServiceName)
-	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"caBundle": caPEM}})
-	if err != nil {
-		logger.Error(err, "Cannot encode the APIService patch")
-		return
-	}
 	failures := 0
-	err = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
-		err := client.Discovery().RESTClient().Patch(types.MergePatchType).
-			AbsPath("/apis/apiregistration.k8s.io/v1/apiservices", controlplane.APIServiceName).
-			Body(patch).Do(ctx).Error()
-		if err != nil {
+	for {
+		wait := interval
+		patched, err := ensureAPIServiceCA(ctx, client, caPEM)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			if failures++; failures == 1 || failures%30 == 0 {
 				logger.Error(err, "Setting the APIService's caBundle failed; retrying", "attempts", failures)
 			}
-			return false, nil
+			wait = retry
+		case patched:
+			failures = 0
+			logger.Info("Set the APIService's caBundle to the controller's CA")
+		default:
+			failures = 0
 		}
-		return true, nil
-	})
-	if err == nil {
-		logger.Info("Set the APIService's caBundle to the controller's CA")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
+}
+
+// ensureAPIServiceCA patches the APIService's caBundle to caPEM if it
+// differs, and tells whether it did.
+func ensureAPIServiceCA(ctx context.Context, client dynamic.Interface, caPEM []byte) (bool, error) {
+	res := client.Resource(apiServices)
+	cur, err := res.Get(ctx, controlplane.APIServiceName, metav1.GetOptions{})
+	if err != nil {
+		return false, err
+	}
+	want := base64.StdEncoding.EncodeToString(caPEM)
+	if got, _, _ := unstructured.NestedString(cur.Object, "spec", "caBundle"); got == want {
+		return false, nil
+	}
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"caBundle": want}})
+	if err != nil {
+		return false, err
+	}
+	if _, err := res.Patch(ctx, controlplane.APIServiceName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // serviceHosts are the DNS names of the controller's Service, which

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -36,6 +37,10 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
+	dynClient, err := dynamic.NewForConfig(config)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -58,7 +63,7 @@ func Run(ctx context.Context, o *Options) error {
 			serverDone <- err
 		}()
 	}
-	leading := func(ctx context.Context) error { return lead(ctx, o, client, store, &ready) }
+	leading := func(ctx context.Context) error { return lead(ctx, o, client, dynClient, store, &ready) }
 	if o.LeaderElect {
 		err = elect(ctx, o, client, &ready, leading)
 	} else {
@@ -84,7 +89,7 @@ func storeCounts(store *apiserver.Store) metrics.Source {
 // server (TLS, with the CA published for agents; agents authenticated by
 // TokenReview). A standby does none of it: it does not even listen, so no
 // agent can get a stale or empty model from it.
-func lead(ctx context.Context, o *Options, client kubernetes.Interface, store *apiserver.Store, ready *metrics.Readiness) error {
+func lead(ctx context.Context, o *Options, client kubernetes.Interface, dynClient dynamic.Interface, store *apiserver.Store, ready *metrics.Readiness) error {
 	logger := klog.FromContext(ctx)
 	tlsConfig, caPEM, err := serving(o)
 	if err != nil {
@@ -122,7 +127,7 @@ func lead(ctx context.Context, o *Options, client kubernetes.Interface, store *a
 	go func() { errs <- npController.Run(ctx) }()
 	handler := newReadAPI(ctx, client, npController.State()).Wrap(apiserver.NewHandler(ctx, store, auth))
 	go func() { errs <- apiserver.Serve(ctx, ln, tlsConfig, handler) }()
-	go patchAPIServiceCA(ctx, client, caPEM) // ends with ctx
+	go syncAPIServiceCA(ctx, dynClient, caPEM, apiServiceCheckInterval, apiServiceRetryInterval) // ends with ctx
 	// The CA's publication ends early and well; anything else ending (or
 	// failing) ends the rest.
 	var all []error

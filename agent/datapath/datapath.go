@@ -7,6 +7,7 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -38,7 +39,15 @@ type Datapath struct {
 	// installed is what OVS accepted last, by flow key.
 	installed map[string]of.Flow
 	conjIDs   map[string]uint32
-	nextID    uint32
+	// nextID is the next conjunction id to allocate; ids never wrap (a
+	// sync that would run out fails).
+	nextID uint32
+	// realized caches how state's policies are realized with conjIDs
+	// (Policies, Stats); nil until asked for after a change. gen counts
+	// the changes of state and conjIDs, so a realization computed outside
+	// the lock is cached only if nothing changed meanwhile.
+	realized *realization
+	gen      uint64
 	// round goes into every cookie (openflow.SetRound).
 	round uint8
 	// observe, if set, is told about every sync that had changes to apply.
@@ -118,7 +127,8 @@ func (d *Datapath) DeletePod(ctx context.Context, p interfacestore.PodInterface)
 	return d.changeLocked(ctx, next)
 }
 
-// SetPolicy replaces the node's policy state.
+// SetPolicy replaces the node's policy state. The datapath keeps st: do
+// not modify it afterwards.
 func (d *Datapath) SetPolicy(ctx context.Context, st *cp.NodeState) error {
 	if st == nil {
 		st = cp.NewNodeState()
@@ -166,25 +176,39 @@ func (d *Datapath) RemoteNodes() []openflow.RemoteNode {
 	return slices.Clone(d.state.RemoteNodes)
 }
 
-// Flows returns the installed flows, sorted as in a dump.
+// Flows returns the installed flows, sorted as in a dump. It copies them
+// under the lock and sorts outside it.
 func (d *Datapath) Flows() []of.Flow {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	out := make([]of.Flow, 0, len(d.installed))
 	for _, f := range d.installed {
 		out = append(out, f)
 	}
+	d.mu.Unlock()
 	openflow.SortFlows(out)
 	return out
+}
+
+// FlowCount returns how many flows are installed.
+func (d *Datapath) FlowCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.installed)
 }
 
 func (d *Datapath) changeLocked(ctx context.Context, next openflow.State) error {
 	if !d.started {
 		d.state = next
+		d.realized = nil
+		d.gen++
 		return nil
 	}
 	return d.syncLocked(ctx, next, false)
 }
+
+// errConjIDsExhausted fails a sync that needs more conjunction ids than
+// uint32 holds: id 0 is none (conj_id=0 would be tested by every packet).
+var errConjIDsExhausted = errors.New("conjunction ids exhausted (2^32-1 allocated since the agent started); restart the agent to renumber")
 
 // syncLocked renders the desired flows for next, applies the difference to
 // what is installed, and commits everything on success.
@@ -193,9 +217,14 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 	ids := maps.Clone(d.conjIDs)
 	nextID := d.nextID
 	used := map[string]uint32{}
+	exhausted := false
 	alloc := func(key string) uint32 {
 		id, ok := ids[key]
 		if !ok {
+			if nextID == 0 { // wrapped: every id was allocated
+				exhausted = true
+				return 0
+			}
 			id = nextID
 			nextID++
 			ids[key] = id
@@ -206,6 +235,9 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 	desired, err := openflow.Render(next, alloc)
 	if err != nil {
 		return fmt.Errorf("rendering flows: %w", err)
+	}
+	if exhausted {
+		return errConjIDsExhausted
 	}
 	if d.round != 0 {
 		openflow.SetRound(desired, d.round)
@@ -238,6 +270,8 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 	}
 	d.installed, d.state = <-indexed, next
 	d.conjIDs, d.nextID = used, nextID
+	d.realized = nil
+	d.gen++
 	return nil
 }
 

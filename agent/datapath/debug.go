@@ -7,13 +7,39 @@ import (
 	"palisade.dev/palisade/agent/openflow"
 )
 
-// Policies returns how each policy is realized on this node now, with the
-// conjunction ids of its rules (what the flows' cookies carry).
-func (d *Datapath) Policies() []openflow.Realization {
+// realization is how the policies are realized after one change.
+type realization struct {
+	policies []openflow.Realization
+	// rules are the policies' rules by conjunction id.
+	rules map[uint32]openflow.RuleRef
+}
+
+// realization returns how the policies are realized now. It is computed
+// once per change of the state, outside the lock (the state and the ids
+// are never modified, only replaced), and shared by every caller until
+// the next change.
+func (d *Datapath) realization() *realization {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	ids := d.conjIDs
-	return openflow.Realizations(d.state, func(key string) (uint32, bool) { id, ok := ids[key]; return id, ok })
+	r, gen, st, ids := d.realized, d.gen, d.state, d.conjIDs
+	d.mu.Unlock()
+	if r != nil {
+		return r
+	}
+	pols := openflow.Realizations(st, func(key string) (uint32, bool) { id, ok := ids[key]; return id, ok })
+	r = &realization{policies: pols, rules: openflow.RulesOf(pols)}
+	d.mu.Lock()
+	if d.gen == gen {
+		d.realized = r
+	}
+	d.mu.Unlock()
+	return r
+}
+
+// Policies returns how each policy is realized on this node now, with the
+// conjunction ids of its rules (what the flows' cookies carry). The slice
+// is shared: callers must not modify it.
+func (d *Datapath) Policies() []openflow.Realization {
+	return d.realization().policies
 }
 
 // Pods returns the local pods, sorted by namespace and name.

@@ -39,10 +39,7 @@ type Stats struct {
 // Stats reads the counters of the metric tables and the default drops
 // from OVS and attributes them to the rules installed now.
 func (d *Datapath) Stats(ctx context.Context, r FlowStatsReader) (Stats, error) {
-	d.mu.Lock()
-	ids := d.conjIDs
-	rules := openflow.Rules(d.state, func(key string) (uint32, bool) { id, ok := ids[key]; return id, ok })
-	d.mu.Unlock()
+	rules := d.realization().rules
 
 	byRule := map[openflow.RuleRef]*RuleStats{}
 	for _, t := range []of.Table{openflow.EgressMetricTable, openflow.IngressMetricTable} {

@@ -1,6 +1,7 @@
 package debug
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -59,42 +60,198 @@ type PolicySummary struct {
 type FlowFilter struct {
 	// Direction is "Ingress" or "Egress".
 	Direction string
-	// Rule selects one rule by index (with Direction); nil for all.
+	// Rule selects one rule by its index among the policy's rules; it
+	// needs Direction (the API answers 400 without it). nil selects all.
 	Rule *int
 }
 
 func policyName(r openflow.Realization) string { return r.Namespace + "/" + r.Name }
 
+func refPolicy(r openflow.RuleRef) string { return r.Namespace + "/" + r.Name }
+
 func ruleName(r openflow.RuleRef) string {
 	return fmt.Sprintf("%s/%s/%s/%d", r.Namespace, r.Name, r.Direction, r.Index)
 }
 
+// ctxCheckEvery is how many items the loops below handle between checks
+// of their context.
+const ctxCheckEvery = 4096
+
+// Index is what attributing flows to policies needs: the installed flows
+// by dump key, every realized rule by conjunction id and the policies
+// isolating each pod. Build it once per request: attributing an entry is
+// then independent of the number of policies.
+type Index struct {
+	installed map[string]of.Flow
+	rules     map[uint32]openflow.RuleRef
+	// isolating lists, by direction and port, the policies isolating a
+	// pod, sorted.
+	isolating map[isolationKey][]string
+	names     map[uint8]string
+}
+
+type isolationKey struct {
+	direction string
+	ofport    uint32
+}
+
+// NewIndex indexes the realized policies all and the flows the agent
+// installed; it stops early with ctx's error.
+func NewIndex(ctx context.Context, all []openflow.Realization, installed []of.Flow) (*Index, error) {
+	ix := &Index{installed: make(map[string]of.Flow, len(installed)), rules: map[uint32]openflow.RuleRef{},
+		isolating: map[isolationKey][]string{}, names: openflow.TableNames()}
+	for i, f := range installed {
+		if i%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		ix.installed[f.DumpKey()] = f
+	}
+	for _, pol := range all {
+		for id, ref := range pol.Rules {
+			ix.rules[id] = ref
+		}
+		for _, dir := range pol.PolicyTypes {
+			seen := map[uint32]bool{}
+			for _, t := range pol.Targets {
+				k := isolationKey{dir, uint32(t.OFPort)}
+				if !seen[k.ofport] {
+					seen[k.ofport] = true
+					ix.isolating[k] = append(ix.isolating[k], policyName(pol))
+				}
+			}
+		}
+	}
+	for _, pols := range ix.isolating {
+		slices.Sort(pols)
+	}
+	return ix, nil
+}
+
+// attribution is what one flow entry does and whom it serves.
+type attribution struct {
+	kind string
+	// refs are the distinct rules a policy or metric flow serves, in the
+	// order of its conjunction ids (its cookie's first).
+	refs []openflow.RuleRef
+	// direction and policies are an isolation flow's: the policies
+	// isolating its pod in that direction.
+	direction string
+	policies  []string
+	installed of.Flow
+	known     bool
+}
+
+// attribute says what e does and whom it serves; ok is false for an entry
+// of no realized policy.
+func (ix *Index) attribute(e of.FlowEntry) (a attribution, ok bool) {
+	a.installed, a.known = ix.installed[e.Key()]
+	id := uint32(e.Cookie & openflow.CookieIDMask)
+	var seen map[openflow.RuleRef]bool // once refs is long: a clause flow may serve thousands
+	addRef := func(id uint32) {
+		ref, ok := ix.rules[id]
+		switch {
+		case !ok:
+		case seen != nil:
+			if !seen[ref] {
+				seen[ref] = true
+				a.refs = append(a.refs, ref)
+			}
+		case !slices.Contains(a.refs, ref):
+			a.refs = append(a.refs, ref)
+			if len(a.refs) == 8 {
+				seen = make(map[openflow.RuleRef]bool)
+				for _, r := range a.refs {
+					seen[r] = true
+				}
+			}
+		}
+	}
+	switch e.Cookie & openflow.CookieCategoryMask {
+	case openflow.CookiePolicy:
+		// A clause flow shared by several rules carries the lowest of
+		// their cookies and one conjunction() action per rule.
+		a.kind = "rule"
+		addRef(id)
+		if a.known {
+			for _, act := range a.installed.Actions {
+				if c, ok := act.(of.Conjunction); ok {
+					a.kind = "conjunction"
+					addRef(c.ID)
+				}
+			}
+		}
+		return a, len(a.refs) > 0
+	case openflow.CookieMetric:
+		_, conj, ok := openflow.ParseMetricCookie(e.Cookie &^ openflow.CookieRoundMask)
+		if !ok {
+			return a, false
+		}
+		a.kind = "metric"
+		addRef(conj)
+		return a, len(a.refs) > 0
+	case openflow.CookieIsolate:
+		a.kind, a.direction = "isolation", isolationDirection(e.Table)
+		a.policies = ix.isolating[isolationKey{a.direction, id}]
+		return a, a.direction != "" && len(a.policies) > 0
+	}
+	return a, false
+}
+
+// flow is entry e as a flow of policy pol; ok is false if it is none of
+// pol's.
+func (ix *Index) flow(pol string, e of.FlowEntry, a attribution) (Flow, bool) {
+	fl := Flow{Table: e.Table, TableName: ix.names[e.Table], Priority: e.Priority, Cookie: e.Cookie,
+		Match: e.Match.String(), Packets: e.Packets, Bytes: e.Bytes, Kind: a.kind}
+	if a.known {
+		fl.Actions = a.installed.ActionsString()
+	}
+	if a.kind == "isolation" {
+		if !slices.Contains(a.policies, pol) {
+			return Flow{}, false
+		}
+		fl.Direction, fl.Rule = a.direction, -1
+		for _, other := range a.policies {
+			if other != pol {
+				fl.SharedWith = append(fl.SharedWith, other)
+			}
+		}
+		return fl, true
+	}
+	mine := slices.IndexFunc(a.refs, func(r openflow.RuleRef) bool { return refPolicy(r) == pol })
+	if mine < 0 {
+		return Flow{}, false
+	}
+	ref := a.refs[mine]
+	fl.Direction, fl.Rule = ref.Direction, ref.Index
+	for _, other := range a.refs {
+		if other != ref {
+			fl.SharedWith = append(fl.SharedWith, ruleName(other))
+		}
+	}
+	slices.Sort(fl.SharedWith)
+	return fl, true
+}
+
 // Attribute returns the flows of OVS (entries, as dumped by cookie
-// category) that realize pol. installed are the flows the agent installed,
-// which give the entries' actions and the conjunctions a shared clause
-// flow serves; all are every policy realized on the node, to name the
-// other owners of shared flows. It is a pure function.
-func Attribute(pol openflow.Realization, all []openflow.Realization, installed []of.Flow, entries []of.FlowEntry, filter FlowFilter) PolicyFlows {
-	byKey := make(map[string]of.Flow, len(installed))
-	for _, f := range installed {
-		byKey[f.DumpKey()] = f
-	}
-	rules := map[uint32]openflow.RuleRef{} // every policy's, for SharedWith
-	for _, r := range all {
-		for id, ref := range r.Rules {
-			rules[id] = ref
+// category) that realize pol, using ix for their actions and the other
+// owners of shared flows. It stops early with ctx's error.
+func Attribute(ctx context.Context, ix *Index, pol openflow.Realization, entries []of.FlowEntry, filter FlowFilter) (PolicyFlows, error) {
+	name := policyName(pol)
+	out := PolicyFlows{Policy: name, Targets: podNames(pol), Flows: []Flow{}}
+	for i, e := range entries {
+		if i%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return PolicyFlows{}, err
+			}
 		}
-	}
-	names := openflow.TableNames()
-	out := PolicyFlows{Policy: policyName(pol), Targets: podNames(pol), Flows: []Flow{}}
-	for _, e := range entries {
-		f, known := byKey[e.Key()]
-		fl := Flow{Table: e.Table, TableName: names[e.Table], Priority: e.Priority, Cookie: e.Cookie,
-			Match: e.Match.String(), Packets: e.Packets, Bytes: e.Bytes}
-		if known {
-			fl.Actions = f.ActionsString()
+		a, ok := ix.attribute(e)
+		if !ok {
+			continue
 		}
-		if !attribute(&fl, pol, all, rules, e, f, known) {
+		fl, ok := ix.flow(name, e, a)
+		if !ok {
 			continue
 		}
 		if filter.Direction != "" && fl.Direction != filter.Direction {
@@ -115,70 +272,7 @@ func Attribute(pol openflow.Realization, all []openflow.Realization, installed [
 		}
 		return a.Match < b.Match
 	})
-	return out
-}
-
-// attribute fills fl's kind, rule and sharing if the entry serves pol.
-func attribute(fl *Flow, pol openflow.Realization, all []openflow.Realization, rules map[uint32]openflow.RuleRef,
-	e of.FlowEntry, installed of.Flow, known bool) bool {
-	id := uint32(e.Cookie & openflow.CookieIDMask)
-	switch e.Cookie & openflow.CookieCategoryMask {
-	case openflow.CookiePolicy:
-		// A clause flow shared by several rules carries the lowest of
-		// their cookies and one conjunction() action per rule.
-		ids := []uint32{id}
-		fl.Kind = "rule"
-		if known {
-			for _, a := range installed.Actions {
-				if c, ok := a.(of.Conjunction); ok {
-					fl.Kind = "conjunction"
-					if !slices.Contains(ids, c.ID) {
-						ids = append(ids, c.ID)
-					}
-				}
-			}
-		}
-		mine := -1
-		for i, x := range ids {
-			if _, ok := pol.Rules[x]; ok {
-				mine = i
-				break
-			}
-		}
-		if mine < 0 {
-			return false
-		}
-		ref := pol.Rules[ids[mine]]
-		fl.Direction, fl.Rule = ref.Direction, ref.Index
-		for i, x := range ids {
-			if other, ok := rules[x]; ok && i != mine && other != ref {
-				fl.SharedWith = append(fl.SharedWith, ruleName(other))
-			}
-		}
-		slices.Sort(fl.SharedWith)
-		fl.SharedWith = slices.Compact(fl.SharedWith)
-	case openflow.CookieMetric:
-		_, conj, ok := openflow.ParseMetricCookie(e.Cookie &^ openflow.CookieRoundMask)
-		ref, mine := pol.Rules[conj]
-		if !ok || !mine {
-			return false
-		}
-		fl.Kind, fl.Direction, fl.Rule = "metric", ref.Direction, ref.Index
-	case openflow.CookieIsolate:
-		dir := isolationDirection(e.Table)
-		if dir == "" || !isolates(pol, dir, id) {
-			return false
-		}
-		fl.Kind, fl.Direction, fl.Rule = "isolation", dir, -1
-		for _, other := range all {
-			if policyName(other) != policyName(pol) && isolates(other, dir, id) {
-				fl.SharedWith = append(fl.SharedWith, policyName(other))
-			}
-		}
-	default:
-		return false
-	}
-	return true
+	return out, nil
 }
 
 func isolationDirection(table uint8) string {
@@ -191,19 +285,6 @@ func isolationDirection(table uint8) string {
 	return ""
 }
 
-// isolates reports whether pol isolates the pod at ofport in dir.
-func isolates(pol openflow.Realization, dir string, ofport uint32) bool {
-	if !slices.Contains(pol.PolicyTypes, dir) {
-		return false
-	}
-	for _, t := range pol.Targets {
-		if uint32(t.OFPort) == ofport {
-			return true
-		}
-	}
-	return false
-}
-
 func podNames(pol openflow.Realization) []string {
 	out := make([]string, len(pol.Targets))
 	for i, t := range pol.Targets {
@@ -212,20 +293,56 @@ func podNames(pol openflow.Realization) []string {
 	return out
 }
 
-// Summarize lists every policy with the number of its flows in OVS.
-func Summarize(all []openflow.Realization, installed []of.Flow, entries []of.FlowEntry) []PolicySummary {
-	out := make([]PolicySummary, 0, len(all))
-	for _, pol := range all {
-		pf := Attribute(pol, all, installed, entries, FlowFilter{})
-		s := PolicySummary{Policy: pf.Policy, Targets: pf.Targets, Rules: countRules(pol), Flows: len(pf.Flows)}
-		for _, f := range pf.Flows {
-			if len(f.SharedWith) > 0 {
+// Summarize lists every policy of all with the number of its flows in OVS.
+// It attributes each entry once, so it takes time linear in the entries
+// (and their conjunctions) plus the policies; it stops early with ctx's
+// error.
+func Summarize(ctx context.Context, ix *Index, all []openflow.Realization, entries []of.FlowEntry) ([]PolicySummary, error) {
+	out := make([]PolicySummary, len(all))
+	byName := make(map[string]*PolicySummary, len(all))
+	for i, pol := range all {
+		out[i] = PolicySummary{Policy: policyName(pol), Targets: podNames(pol), Rules: countRules(pol)}
+		byName[out[i].Policy] = &out[i]
+	}
+	count := func(pol string, shared bool) {
+		if s := byName[pol]; s != nil {
+			s.Flows++
+			if shared {
 				s.Shared++
 			}
 		}
-		out = append(out, s)
 	}
-	return out
+	for i, e := range entries {
+		if i%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		a, ok := ix.attribute(e)
+		if !ok {
+			continue
+		}
+		if a.kind == "isolation" {
+			for _, p := range a.policies {
+				count(p, len(a.policies) > 1)
+			}
+			continue
+		}
+		// A flow serving two rules is shared for each of their policies
+		// (also two rules of one policy), counted once per policy.
+		if len(a.refs) == 1 {
+			count(refPolicy(a.refs[0]), false)
+			continue
+		}
+		pols := make(map[string]bool, len(a.refs))
+		for _, r := range a.refs {
+			pols[refPolicy(r)] = true
+		}
+		for p := range pols {
+			count(p, true)
+		}
+	}
+	return out, nil
 }
 
 // countRules counts the policy's rules (a rule split by named ports has

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"k8s.io/klog/v2"
 
@@ -42,17 +44,44 @@ type FlowDumper interface {
 // --ct-next states (ovs/ovsctl.Trace with the socket and bridge bound).
 type TraceFunc func(ctx context.Context, flow string, ctNext ...string) (string, error)
 
-// Server serves the debug API.
+// Server serves the debug API. It serves one request at a time: a
+// request that comes while another runs is answered 503 (each can take
+// the CPU for a while on a node with many policies).
 type Server struct {
 	Datapath Datapath
 	Dumper   FlowDumper
 	Trace    TraceFunc
+
+	busy sync.Mutex
 }
 
 // Register adds the API's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+FlowsPath, s.serveFlows)
-	mux.HandleFunc("GET "+TracePath, s.serveTrace)
+	mux.HandleFunc("GET "+FlowsPath, s.oneAtATime(s.serveFlows))
+	mux.HandleFunc("GET "+TracePath, s.oneAtATime(s.serveTrace))
+}
+
+// RegisterRefused answers the API's routes with 403 and why they are not
+// served.
+func RegisterRefused(mux *http.ServeMux, why string) {
+	refuse := func(w http.ResponseWriter, _ *http.Request) {
+		httpError(w, http.StatusForbidden, "the debug API is disabled: %s", why)
+	}
+	mux.HandleFunc("GET "+FlowsPath, refuse)
+	mux.HandleFunc("GET "+TracePath, refuse)
+}
+
+// oneAtATime serves with h unless another debug request is running.
+func (s *Server) oneAtATime(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.busy.TryLock() {
+			w.Header().Set("Retry-After", "1")
+			httpError(w, http.StatusServiceUnavailable, "another debug request is running; retry when it is done")
+			return
+		}
+		defer s.busy.Unlock()
+		h(w, r)
+	}
 }
 
 // policyCategories are the cookie categories of the flows a policy owns.
@@ -73,15 +102,42 @@ func (s *Server) dump(ctx context.Context) ([]of.FlowEntry, error) {
 func (s *Server) serveFlows(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	all := s.Datapath.Policies()
 	name := q.Get("policy")
-	var pol *openflow.Realization
 	var filter FlowFilter
-	if name != "" {
-		if strings.Count(name, "/") != 1 {
-			httpError(w, http.StatusBadRequest, "policy %q: want NAMESPACE/NAME", name)
+	if name == "" && (q.Has("direction") || q.Has("rule")) {
+		httpError(w, http.StatusBadRequest, "direction and rule select flows of one policy: add policy=NAMESPACE/NAME")
+		return
+	}
+	if name != "" && strings.Count(name, "/") != 1 {
+		httpError(w, http.StatusBadRequest, "policy %q: want NAMESPACE/NAME", name)
+		return
+	}
+	switch d := q.Get("direction"); d {
+	case "":
+	case "Ingress", "ingress":
+		filter.Direction = "Ingress"
+	case "Egress", "egress":
+		filter.Direction = "Egress"
+	default:
+		httpError(w, http.StatusBadRequest, "direction %q: want Ingress or Egress", d)
+		return
+	}
+	if q.Has("rule") {
+		v := q.Get("rule")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			httpError(w, http.StatusBadRequest, "rule %q: want a rule index (0, 1, ...)", v)
 			return
 		}
+		if filter.Direction == "" {
+			httpError(w, http.StatusBadRequest, "rule %d: add direction=Ingress or direction=Egress", n)
+			return
+		}
+		filter.Rule = &n
+	}
+	all := s.Datapath.Policies()
+	var pol *openflow.Realization
+	if name != "" {
 		for i := range all {
 			if policyName(all[i]) == name {
 				pol = &all[i]
@@ -91,36 +147,28 @@ func (s *Server) serveFlows(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusNotFound, "policy %s is not realized on this node (it applies to none of its pods, or does not exist); %d policies are", name, len(all))
 			return
 		}
-		switch d := q.Get("direction"); d {
-		case "":
-		case "Ingress", "ingress":
-			filter.Direction = "Ingress"
-		case "Egress", "egress":
-			filter.Direction = "Egress"
-		default:
-			httpError(w, http.StatusBadRequest, "direction %q: want Ingress or Egress", d)
-			return
-		}
-		if v := q.Get("rule"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				httpError(w, http.StatusBadRequest, "rule %q: want a rule index (0, 1, ...)", v)
-				return
-			}
-			filter.Rule = &n
-		}
 	}
 	entries, err := s.dump(ctx)
 	if err != nil {
 		httpError(w, http.StatusBadGateway, "%v", err)
 		return
 	}
-	installed := s.Datapath.Flows()
-	if pol == nil {
-		writeJSON(ctx, w, Summarize(all, installed, entries))
+	ix, err := NewIndex(ctx, all, s.Datapath.Flows())
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	writeJSON(ctx, w, Attribute(*pol, all, installed, entries, filter))
+	var out any
+	if pol == nil {
+		out, err = Summarize(ctx, ix, all, entries)
+	} else {
+		out, err = Attribute(ctx, ix, *pol, entries, filter)
+	}
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	writeJSON(ctx, w, out)
 }
 
 // TraceRequest is what /debug/trace traces: a new connection from a local
@@ -245,26 +293,29 @@ func (s *Server) serveTrace(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadGateway, "%v; OVS said:\n%s", err, text)
 		return
 	}
-	s.annotate(&tr)
+	if err := s.annotate(ctx, &tr); err != nil {
+		httpError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
 	writeJSON(ctx, w, TraceResult{From: req.From, To: req.To, Protocol: req.Protocol, Port: req.Port, Packet: pkt, Trace: tr})
 }
 
-// annotate names the policy rules behind the steps and the output port.
-func (s *Server) annotate(tr *Trace) {
-	all := s.Datapath.Policies()
-	rules := map[uint32]openflow.RuleRef{}
-	for _, p := range all {
-		for id, ref := range p.Rules {
-			rules[id] = ref
-		}
+// annotate names the policy rules behind the steps in the agent's bridge
+// and the output port.
+func (s *Server) annotate(ctx context.Context, tr *Trace) error {
+	ix, err := NewIndex(ctx, s.Datapath.Policies(), nil)
+	if err != nil {
+		return err
 	}
 	for i := range tr.Steps {
-		tr.Steps[i].Rule = stepRule(tr.Steps[i], rules, all)
+		if tr.Steps[i].Bridge == tr.Bridge {
+			tr.Steps[i].Rule = stepRule(tr.Steps[i], ix)
+		}
 	}
 	if tr.Verdict.Action == "output" {
 		tr.Verdict.PortName = s.portName(tr.Verdict.Port)
 	}
-	if tr.Verdict.Action == "drop" {
+	if tr.Verdict.Action == "drop" && tr.Verdict.Reason == reasonDrops {
 		last := tr.Steps[len(tr.Steps)-1]
 		if r := last.Rule; r != nil && r.Via == "isolation" {
 			pols := r.Policies
@@ -275,6 +326,7 @@ func (s *Server) annotate(tr *Trace) {
 				strings.ToLower(r.Direction), strings.Join(pols, ", "))
 		}
 	}
+	return nil
 }
 
 func findPod(pods []interfacestore.PodInterface, f func(interfacestore.PodInterface) bool) (interfacestore.PodInterface, bool) {
@@ -288,9 +340,9 @@ func findPod(pods []interfacestore.PodInterface, f func(interfacestore.PodInterf
 
 // stepRule finds the rule behind a step: its conj_id, its cookie (a rule's
 // flow or counter) or, for a default drop, the policies isolating the pod.
-func stepRule(st Step, rules map[uint32]openflow.RuleRef, all []openflow.Realization) *StepRule {
+func stepRule(st Step, ix *Index) *StepRule {
 	ref := func(id uint32, via string) *StepRule {
-		r, ok := rules[id]
+		r, ok := ix.rules[id]
 		if !ok {
 			return nil
 		}
@@ -315,12 +367,7 @@ func stepRule(st Step, rules map[uint32]openflow.RuleRef, all []openflow.Realiza
 		return ref(conj, via)
 	case openflow.CookieIsolate:
 		dir := isolationDirection(st.Table)
-		var pols []string
-		for _, p := range all {
-			if isolates(p, dir, id) {
-				pols = append(pols, policyName(p))
-			}
-		}
+		pols := ix.isolating[isolationKey{dir, id}]
 		if dir == "" || len(pols) == 0 {
 			return nil
 		}
@@ -328,7 +375,7 @@ func stepRule(st Step, rules map[uint32]openflow.RuleRef, all []openflow.Realiza
 		if len(pols) == 1 {
 			r.Policy = pols[0]
 		} else {
-			r.Policies = pols
+			r.Policies = slices.Clone(pols)
 		}
 		return r
 	}

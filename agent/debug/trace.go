@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -23,12 +24,18 @@ type Trace struct {
 	// DatapathActions is what the datapath would do in the last pass.
 	DatapathActions string  `json:"datapathActions"`
 	Verdict         Verdict `json:"verdict"`
+	// Bridge is the bridge traced (the agent's); steps in other bridges
+	// (reached through patch ports) name it in their Bridge.
+	Bridge string `json:"bridge,omitempty"`
 }
 
 // Step is one flow the packet matched.
 type Step struct {
 	// Pass is 0 before the first ct() recirculation, then 1, 2, ...
-	Pass      int    `json:"pass"`
+	Pass int `json:"pass"`
+	// Bridge is the bridge of the step's table; only the traced bridge's
+	// tables are named.
+	Bridge    string `json:"bridge,omitempty"`
 	Table     uint8  `json:"table"`
 	TableName string `json:"tableName,omitempty"`
 	// Match is the matched flow's match ("" for a flow that matches
@@ -39,7 +46,8 @@ type Step struct {
 	Cookie   uint64 `json:"cookie"`
 	// Actions are the flow's actions as OVS executed them, one per line.
 	Actions []string `json:"actions"`
-	// Notes are OVS's remarks on them ("output port is 4").
+	// Notes are OVS's remarks on them ("output port is 4"), including its
+	// warnings (the ">>" lines: "Not tunneling to our own address").
 	Notes []string `json:"notes,omitempty"`
 	// Rule is the policy rule behind the step, when there is one.
 	Rule *StepRule `json:"rule,omitempty"`
@@ -62,7 +70,8 @@ type StepRule struct {
 
 // Verdict is the trace's outcome.
 type Verdict struct {
-	// Action is "output" or "drop".
+	// Action is "output" if the last pass's datapath actions send the
+	// packet to a port, otherwise "drop".
 	Action string `json:"action"`
 	// Port is the output port (Action output).
 	Port     uint32 `json:"port,omitempty"`
@@ -70,70 +79,147 @@ type Verdict struct {
 	// Table is where the packet was output or dropped.
 	Table     uint8  `json:"table"`
 	TableName string `json:"tableName,omitempty"`
-	// Reason explains a drop in words.
+	// Reason explains a drop in words; OVS's warnings of the last pass,
+	// if it gave any, prefixed "OVS: ".
 	Reason string `json:"reason,omitempty"`
 }
 
 var (
-	stepLine    = regexp.MustCompile(`^\s*(\d+)\. (?:(.*), )?priority (\d+)(?:, cookie (0x[0-9a-f]+))?$`)
-	noMatchLine = regexp.MustCompile(`^\s*(\d+)\. No match\.?$`)
+	stepLine    = regexp.MustCompile(`^(\s*)(\d+)\. (?:(.*), )?priority (\d+)(?:, cookie (0x[0-9a-f]+))?$`)
+	noMatchLine = regexp.MustCompile(`^(\s*)(\d+)\. No match\.?$`)
+	bridgeLine  = regexp.MustCompile(`^(\s*)bridge\("([^"]*)"\)$`)
 	outputNote  = regexp.MustCompile(`^output port is (\d+)$`)
 )
 
-// ParseTrace parses the text of `ovs-appctl ofproto/trace`, naming tables
+// Reasons of a drop without OVS warnings.
+const (
+	reasonMiss    = "no flow matched (table miss)"
+	reasonDrops   = "the matched flow drops"
+	reasonNowhere = "the last flow's actions forward the packet nowhere"
+)
+
+// notTunnelingToOwn is OVS's warning when an output to a tunnel would send
+// the packet to the tunnel destination it arrived with.
+const notTunnelingToOwn = "Not tunneling to our own address"
+
+// traceTunnelArtifact explains notTunnelingToOwn for a packet that did not
+// come from a tunnel: ofproto/trace resumes after ct() with the last
+// pass's final flow, whose tun_dst L3Forwarding set before ct(), and OVS
+// takes that for the packet's arrival tunnel. The datapath resumes the
+// packet with no tunnel metadata, so real packets are tunneled.
+const traceTunnelArtifact = "(an ofproto/trace artifact: the pass after ct() starts with the tun_dst set before it, " +
+	"which OVS takes for the tunnel the packet came in on; the datapath itself does tunnel such packets)"
+
+// depth is how deep a line of ofproto/trace is nested. OVS indents a
+// nested trace (a patch port into another bridge, a resubmit) by four
+// spaces for its header and eight for its tables, unless it is the last
+// thing its parent does: then it continues at the parent's level (so does
+// goto_table). Table numbers are right-aligned in two columns.
+func depth(indent string) int { return len(indent) / 4 }
+
+// ParseTrace parses the text of `ovs-appctl ofproto/trace`, naming the
+// tables of the traced bridge (the first bridge(...) at the top level)
 // with names (ID -> name; a missing name leaves TableName empty). It is a
 // pure function of its input.
 func ParseTrace(text string, names map[uint8]string) (Trace, error) {
 	var tr Trace
 	pass := 0
-	var cur *Step
+	// owners are the indexes in tr.Steps of the steps open at each depth
+	// (-1: none): a step's actions and notes are one level deeper.
+	var owners []int
+	// bridges are the bridges entered, by depth: a bridge(...) line at
+	// the top level starts a pass or is a patch port's peer traced as
+	// the last thing of a table, an indented one a peer traced before
+	// more actions. warnings are OVS's ">>" lines of the current pass.
+	var bridges, warnings []string
+	addStep := func(indent, table string) *Step {
+		t, _ := strconv.ParseUint(table, 10, 8)
+		st := Step{Pass: pass, Table: uint8(t), Bridge: tr.Bridge, Actions: []string{}}
+		d := depth(indent)
+		// A step is in the bridge entered last at its depth or above
+		// (a resubmit nests within its bridge); deeper ones are left.
+		if len(bridges) > 0 {
+			b := min(d, len(bridges)-1)
+			st.Bridge, bridges = bridges[b], bridges[:b+1]
+		}
+		if st.Bridge == tr.Bridge {
+			st.TableName = names[st.Table]
+		}
+		tr.Steps = append(tr.Steps, st)
+		for len(owners) < d {
+			owners = append(owners, -1)
+		}
+		owners = append(owners[:d], len(tr.Steps)-1)
+		return &tr.Steps[len(tr.Steps)-1]
+	}
+	// owner is the step a line at indent belongs to, nil if none.
+	owner := func(indent int) *Step {
+		if d := indent/4 - 1; d >= 0 && d < len(owners) && owners[d] >= 0 {
+			return &tr.Steps[owners[d]]
+		}
+		return nil
+	}
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		line := sc.Text()
 		trimmed := strings.TrimSpace(line)
+		indent := len(line) - len(strings.TrimLeft(line, " "))
 		switch {
 		case trimmed == "":
-			cur = nil
 		case strings.HasPrefix(line, "Flow: "):
 			if tr.Flow == "" {
 				tr.Flow = strings.TrimPrefix(line, "Flow: ")
 			}
-			cur = nil
+			owners = nil
 		case strings.HasPrefix(line, "Datapath actions: "):
 			tr.DatapathActions = strings.TrimPrefix(line, "Datapath actions: ")
-			cur = nil
+			owners = nil
+		case bridgeLine.MatchString(line):
+			m := bridgeLine.FindStringSubmatch(line)
+			d := depth(m[1])
+			if tr.Bridge == "" && d == 0 {
+				tr.Bridge = m[2]
+			}
+			if d <= len(bridges) {
+				bridges = append(bridges[:d], m[2])
+			}
 		case strings.HasPrefix(line, "Final flow: "), strings.HasPrefix(line, "Megaflow: "),
-			strings.HasPrefix(line, "bridge("), strings.HasPrefix(trimmed, "---"), strings.HasPrefix(trimmed, "==="):
-			cur = nil
+			strings.HasPrefix(trimmed, "---"), strings.HasPrefix(trimmed, "==="):
+			if indent == 0 {
+				owners = nil
+			}
 		case strings.HasPrefix(line, "recirc("):
 			tr.Recirculations = append(tr.Recirculations, line)
 			pass++
-			cur = nil
+			warnings, owners = nil, nil
 		case stepLine.MatchString(line):
 			m := stepLine.FindStringSubmatch(line)
-			table, _ := strconv.ParseUint(m[1], 10, 8)
-			prio, _ := strconv.ParseUint(m[3], 10, 16)
-			var cookie uint64
-			if m[4] != "" {
-				cookie, _ = strconv.ParseUint(strings.TrimPrefix(m[4], "0x"), 16, 64)
+			st := addStep(m[1], m[2])
+			prio, _ := strconv.ParseUint(m[4], 10, 16)
+			st.Match, st.Priority = m[3], uint16(prio)
+			if m[5] != "" {
+				st.Cookie, _ = strconv.ParseUint(strings.TrimPrefix(m[5], "0x"), 16, 64)
 			}
-			tr.Steps = append(tr.Steps, Step{Pass: pass, Table: uint8(table), TableName: names[uint8(table)],
-				Match: m[2], Priority: uint16(prio), Cookie: cookie, Actions: []string{}})
-			cur = &tr.Steps[len(tr.Steps)-1]
 		case noMatchLine.MatchString(line):
 			m := noMatchLine.FindStringSubmatch(line)
-			table, _ := strconv.ParseUint(m[1], 10, 8)
-			tr.Steps = append(tr.Steps, Step{Pass: pass, Table: uint8(table), TableName: names[uint8(table)],
-				NoMatch: true, Actions: []string{}})
-			cur = &tr.Steps[len(tr.Steps)-1]
-		case cur != nil && (strings.HasPrefix(trimmed, "->") || strings.HasPrefix(trimmed, ">>")):
-			cur.Notes = append(cur.Notes, strings.TrimSpace(trimmed[2:]))
-		case cur != nil:
-			cur.Actions = append(cur.Actions, trimmed)
+			addStep(m[1], m[2]).NoMatch = true
+		case strings.HasPrefix(trimmed, ">>"):
+			warnings = append(warnings, strings.TrimSpace(trimmed[2:]))
+			if st := owner(indent); st != nil {
+				st.Notes = append(st.Notes, strings.TrimSpace(trimmed[2:]))
+			}
+		case strings.HasPrefix(trimmed, "->"):
+			if st := owner(indent); st != nil {
+				st.Notes = append(st.Notes, strings.TrimSpace(trimmed[2:]))
+			}
+		default:
+			if st := owner(indent); st != nil {
+				st.Actions = append(st.Actions, trimmed)
+			}
 		}
-		// Other lines ("thaw", "Resuming from table 4") carry nothing a
-		// step needs.
+		// Other lines ("thaw", "Resuming from table 4") belong to no
+		// step.
 	}
 	if err := sc.Err(); err != nil {
 		return Trace{}, fmt.Errorf("reading the trace: %w", err)
@@ -141,32 +227,84 @@ func ParseTrace(text string, names map[uint8]string) (Trace, error) {
 	if tr.Flow == "" || len(tr.Steps) == 0 {
 		return Trace{}, errors.New("not ofproto/trace output: no flow or no table steps")
 	}
-	tr.Verdict = verdict(tr, names)
+	tr.Verdict = verdict(tr, warnings)
 	return tr, nil
 }
 
-// verdict is the outcome of the last pass: output if a step of it output
-// the packet, otherwise a drop at its last step.
-func verdict(tr Trace, names map[uint8]string) Verdict {
+// verdict is the outcome of the last pass. Only the datapath actions say
+// whether OVS sends the packet: an action may output nothing (OVS then
+// warns why). The output port is the one the traced bridge's last
+// output step names; a drop happens at the last step, for OVS's reason
+// (warnings) if it gave one.
+func verdict(tr Trace, warnings []string) Verdict {
 	last := tr.Steps[len(tr.Steps)-1]
-	lastPass := last.Pass
-	for i := len(tr.Steps) - 1; i >= 0 && tr.Steps[i].Pass == lastPass; i-- {
-		s := tr.Steps[i]
-		for _, n := range s.Notes {
-			if m := outputNote.FindStringSubmatch(n); m != nil {
-				port, _ := strconv.ParseUint(m[1], 10, 32)
-				return Verdict{Action: "output", Port: uint32(port), Table: s.Table, TableName: names[s.Table]}
+	if outputs(tr.DatapathActions) {
+		for i := len(tr.Steps) - 1; i >= 0 && tr.Steps[i].Pass == last.Pass; i-- {
+			s := tr.Steps[i]
+			if s.Bridge != tr.Bridge {
+				continue
+			}
+			for _, n := range s.Notes {
+				if m := outputNote.FindStringSubmatch(n); m != nil {
+					port, _ := strconv.ParseUint(m[1], 10, 32)
+					return Verdict{Action: "output", Port: uint32(port), Table: s.Table, TableName: s.TableName}
+				}
+			}
+		}
+		return Verdict{Action: "output", Table: last.Table, TableName: last.TableName}
+	}
+	v := Verdict{Action: "drop", Table: last.Table, TableName: last.TableName}
+	switch {
+	case len(warnings) > 0:
+		v.Reason = "OVS: " + strings.Join(warnings, "; ")
+		if slices.Contains(warnings, notTunnelingToOwn) && !strings.Contains(tr.Flow, "tun_dst=") {
+			v.Reason += " " + traceTunnelArtifact
+		}
+	case last.NoMatch:
+		v.Reason = reasonMiss
+	case len(last.Actions) == 0 || len(last.Actions) == 1 && last.Actions[0] == "drop":
+		v.Reason = reasonDrops
+	default:
+		v.Reason = reasonNowhere
+	}
+	return v
+}
+
+// outputs reports whether datapath actions (`ovs-appctl` syntax, ports by
+// number) send the packet out of a port: a port number, a tunnel push or
+// a bond output, also inside clone(...).
+func outputs(actions string) bool {
+	for _, a := range splitActions(actions) {
+		switch {
+		case a != "" && strings.Trim(a, "0123456789") == "":
+			return true
+		case strings.HasPrefix(a, "tnl_push("), strings.HasPrefix(a, "lb_output("):
+			return true
+		case strings.HasPrefix(a, "clone(") && strings.HasSuffix(a, ")"):
+			if outputs(a[len("clone(") : len(a)-1]) {
+				return true
 			}
 		}
 	}
-	v := Verdict{Action: "drop", Table: last.Table, TableName: names[last.Table]}
-	switch {
-	case last.NoMatch:
-		v.Reason = "no flow matched (table miss)"
-	case len(last.Actions) == 0 || len(last.Actions) == 1 && last.Actions[0] == "drop":
-		v.Reason = "the matched flow drops"
-	default:
-		v.Reason = "the last flow's actions forward the packet nowhere"
+	return false
+}
+
+// splitActions splits datapath actions at their top-level commas.
+func splitActions(s string) []string {
+	var out []string
+	level, start := 0, 0
+	for i, c := range s {
+		switch c {
+		case '(':
+			level++
+		case ')':
+			level--
+		case ',':
+			if level == 0 {
+				out = append(out, strings.TrimSpace(s[start:i]))
+				start = i + 1
+			}
+		}
 	}
-	return v
+	return append(out, strings.TrimSpace(s[start:]))
 }

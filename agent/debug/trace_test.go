@@ -62,13 +62,23 @@ func TestParseTrace(t *testing.T) {
 			verdict: Verdict{Action: "output", Port: 4, Table: 13, TableName: "Output"},
 		},
 		{
+			// Output tells OVS to output to the tunnel (port 2), but OVS
+			// does not: ">> Not tunneling to our own address", and the
+			// datapath actions have no output. ofproto/trace resumed the
+			// pass after ct() with tun_dst=198.18.0.12, which
+			// L3Forwarding set before ct(), and took it for the tunnel
+			// the packet came in on (ofproto-dpif-xlate.c compares the
+			// output's tunnel destination with the one the translation
+			// started with). The verdict is what OVS traced, with its
+			// reason and why it is the trace's alone.
 			file: "trace-remote.txt",
 			tables: []string{"Classifier", "SpoofGuard", "L3Forwarding", "Conntrack",
 				"ConntrackState", "EgressRule", "EgressDefault", "EgressMetric", "L2Forwarding", "IngressRule",
 				"IngressDefault", "IngressMetric", "ConntrackCommit", "Output"},
-			passes:  1,
-			verdict: Verdict{Action: "output", Port: 2, Table: 13, TableName: "Output"},
-			dpActs:  "ct(commit,zone=65520,label=0/0xffffffffffffffff)",
+			passes: 1,
+			verdict: Verdict{Action: "drop", Table: 13, TableName: "Output",
+				Reason: "OVS: Not tunneling to our own address " + traceTunnelArtifact},
+			dpActs: "ct(commit,zone=65520,label=0/0xffffffffffffffff)",
 		},
 		{
 			file:    "trace-spoof.txt",
@@ -118,7 +128,7 @@ func TestParseTraceStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Step{Pass: 1, Table: 9, TableName: "IngressRule", Match: "conj_id=1,ip", Priority: 200,
+	want := Step{Pass: 1, Bridge: "br-int", Table: 9, TableName: "IngressRule", Match: "conj_id=1,ip", Priority: 200,
 		Cookie: 0x103000000000001, Actions: []string{"set_field:0x1->reg3", "goto_table:11"}}
 	var got *Step
 	for i := range tr.Steps {
@@ -149,6 +159,101 @@ func TestParseTraceRejectsOtherText(t *testing.T) {
 	for _, in := range []string{"", "Bad openflow flow syntax: x", "Flow: tcp\n\nbridge(\"br-int\")\n---\n"} {
 		if _, err := ParseTrace(in, pipelineNames); err == nil {
 			t.Errorf("ParseTrace(%q) succeeded", in)
+		}
+	}
+}
+
+// TestParseTraceVerdictFromDatapathActions checks that only the final
+// datapath actions make an output, whatever the flows' actions say, and
+// that steps of another bridge (through a patch port, indented) are
+// neither named nor taken for the traced bridge's.
+func TestParseTraceVerdictFromDatapathActions(t *testing.T) {
+	const head = "Flow: tcp,in_port=3,nw_src=198.19.0.2,nw_dst=198.19.0.3\n\nbridge(\"br-int\")\n----------------\n" +
+		" 0. in_port=3, priority 200, cookie 0x1\n    goto_table:13\n" +
+		"13. ip, priority 200, cookie 0x2\n    output:7\n"
+	for _, tc := range []struct {
+		name, tail string
+		want       Verdict
+		// bridges are the steps' bridges and table names.
+		bridges []string
+		// outputActions are the Output step's, if not nil.
+		outputActions []string
+	}{
+		{
+			name: "output",
+			tail: "     -> output port is 7\n\nFinal flow: unchanged\nMegaflow: x\nDatapath actions: 4\n",
+			want: Verdict{Action: "output", Port: 7, Table: 13, TableName: "Output"},
+		},
+		{
+			name: "output skipped",
+			tail: "     >> skipping output to input port\n\nFinal flow: unchanged\nMegaflow: x\nDatapath actions: drop\n",
+			want: Verdict{Action: "drop", Table: 13, TableName: "Output", Reason: "OVS: skipping output to input port"},
+		},
+		{
+			name: "native tunnel in a clone",
+			tail: "     -> output port is 7\n\nFinal flow: unchanged\nMegaflow: x\n" +
+				"Datapath actions: clone(tnl_push(tnl_port(3),header(size=50,type=5),out_port(2)),1)\n",
+			want: Verdict{Action: "output", Port: 7, Table: 13, TableName: "Output"},
+		},
+		{
+			// The peer's trace is indented when more actions follow
+			// (ofproto-dpif-trace.c, oftrace_node_print_details).
+			name: "patch port into another bridge, then more actions",
+			tail: "\n    bridge(\"br-ex\")\n    ---------------\n" +
+				"         0. priority 0\n            drop\n    set_field:0x1->reg1\n" +
+				"\nFinal flow: unchanged\nMegaflow: x\nDatapath actions: drop\n",
+			want:          Verdict{Action: "drop", Table: 0, Reason: reasonDrops},
+			bridges:       []string{"br-int Classifier", "br-int Output", "br-ex "},
+			outputActions: []string{"output:7", "set_field:0x1->reg1"},
+		},
+		{
+			// As the last thing of its table, it is not.
+			name: "patch port into another bridge, last",
+			tail: "\nbridge(\"br-ex\")\n---------------\n" +
+				" 0. priority 0\n    drop\n\nFinal flow: unchanged\nMegaflow: x\nDatapath actions: drop\n",
+			want:    Verdict{Action: "drop", Table: 0, Reason: reasonDrops},
+			bridges: []string{"br-int Classifier", "br-int Output", "br-ex "},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, err := ParseTrace(head+tc.tail, pipelineNames)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, tr.Verdict); diff != "" {
+				t.Errorf("verdict (-want +got):\n%s", diff)
+			}
+			if tr.Bridge != "br-int" {
+				t.Errorf("traced bridge %q, want br-int", tr.Bridge)
+			}
+			if tc.outputActions != nil {
+				if diff := cmp.Diff(tc.outputActions, tr.Steps[1].Actions); diff != "" {
+					t.Errorf("Output step's actions (-want +got):\n%s", diff)
+				}
+			}
+			if tc.bridges == nil {
+				return
+			}
+			var got []string
+			for _, s := range tr.Steps {
+				got = append(got, s.Bridge+" "+s.TableName)
+			}
+			if diff := cmp.Diff(tc.bridges, got); diff != "" {
+				t.Errorf("steps' bridges (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	for actions, want := range map[string]bool{
+		"7": true, "ct(commit,zone=65520,label=0x1/0xff),7": true, "set(ipv4(ttl=63)),3,4": true,
+		"clone(tnl_push(tnl_port(3),header(size=50),out_port(2)),1)": true, "lb_output(1)": true,
+		"drop": false, "": false, "ct(commit,zone=65520,label=0/0xffffffffffffffff)": false,
+		"set(ipv4(ttl=63)),ct(zone=65520),recirc(0x5)": false, "clone(ct(commit))": false,
+	} {
+		if got := outputs(actions); got != want {
+			t.Errorf("outputs(%q) = %v, want %v", actions, got, want)
 		}
 	}
 }

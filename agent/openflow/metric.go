@@ -81,26 +81,14 @@ type RuleRef struct {
 	Index int
 }
 
-// Rules maps the conjunction ids that Render gave the rules of st back to
-// the rules. lookup returns the id ids gave a key, if any. A rule split by
-// named ports has several ids, all mapping to it.
-func Rules(st State, lookup func(key string) (uint32, bool)) map[uint32]RuleRef {
+// RulesOf maps the conjunction ids of the realized policies' rules back to
+// the rules. A rule split by named ports has several ids, all mapping to
+// it.
+func RulesOf(realized []Realization) map[uint32]RuleRef {
 	out := map[uint32]RuleRef{}
-	if st.Policy == nil {
-		return out
-	}
-	for _, pol := range st.Policy.Policies {
-		targets := appliedTo(st.Policy, pol, st.Pods)
-		if len(targets) == 0 {
-			continue
-		}
-		for i, r := range pol.Rules {
-			for _, u := range ruleUnits(st.Policy, pol, i, r, targets) {
-				if id, ok := lookup(u.key); ok {
-					out[id] = RuleRef{Namespace: pol.SourceRef.Namespace, Name: pol.SourceRef.Name,
-						Direction: u.dir.policyType, Index: i}
-				}
-			}
+	for _, r := range realized {
+		for id, ref := range r.Rules {
+			out[id] = ref
 		}
 	}
 	return out

@@ -353,13 +353,13 @@ func TestRulesMapsIDsBack(t *testing.T) {
 	}
 	state := State{Pods: pods(podA, podB, podC), Policy: st}
 	mustRender(t, state, ids)
-	got := Rules(state, func(key string) (uint32, bool) { id, ok := keys[key]; return id, ok })
+	got := RulesOf(Realizations(state, func(key string) (uint32, bool) { id, ok := keys[key]; return id, ok }))
 	want := map[uint32]RuleRef{
 		10: {Namespace: "x", Name: "allow-a", Direction: "Ingress", Index: 0},
 		11: {Namespace: "x", Name: "allow-a", Direction: "Egress", Index: 1},
 	}
 	if !maps.Equal(got, want) {
-		t.Fatalf("Rules() = %v, want %v", got, want)
+		t.Fatalf("RulesOf(Realizations()) = %v, want %v", got, want)
 	}
 }
 

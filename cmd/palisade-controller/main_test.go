@@ -11,11 +11,16 @@ import (
 func TestMain(m *testing.M) { clitest.Main(m, main) }
 
 // TestShippedConfig loads the configuration file the manifest ships through
-// the program's real flag set: every key must be one of its flags.
+// the program's real flag set: every key must be one of its flags, and the
+// options must be valid (as the Deployment runs it, with POD_NAMESPACE).
 func TestShippedConfig(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "palisade-system")
 	o := controller.NewOptions()
 	if err := command(o).Parse([]string{"--config=../../build/yamls/conf/palisade-controller.conf"}); err != nil {
 		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Errorf("the shipped configuration is invalid: %v", err)
 	}
 }
 

@@ -25,7 +25,8 @@ func TestCommandLine(t *testing.T) {
 		{name: "unknown command", args: []string{"sideways"}, wantCode: 2, wantStderr: `unknown command "sideways"`},
 		{name: "subcommand help", args: []string{"up", "--help"}, wantStdout: "Usage: palisade-lab up [flags]"},
 		{name: "unknown flag", args: []string{"up", "--bogus"}, wantCode: 2, wantStderr: "palisade-lab up: unknown flag: --bogus"},
-		{name: "stray argument", args: []string{"down", "now"}, wantCode: 2, wantStderr: `unexpected arguments ["now"]`},
+		// `env` only reads: a regression here must not run a real `down`.
+		{name: "stray argument", args: []string{"env", "--dir", "/nonexistent/plab", "now"}, wantCode: 2, wantStderr: `unexpected arguments ["now"]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := clitest.Exec(t, nil, tc.args...)

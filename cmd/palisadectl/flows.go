@@ -26,9 +26,7 @@ var getResources = map[string]func(args []string, out io.Writer) error{}
 
 func init() {
 	getResources["flows"] = getFlows
-	if _, ok := commands["get"]; !ok {
-		register(command{name: "get", summary: "List resources (flows: the OVS flows of the node's policies).", run: runGet})
-	}
+	register(command{name: "get", summary: "List resources (flows: the OVS flows of the node's policies).", run: runGet})
 }
 
 // runGet dispatches `get RESOURCE`.
@@ -101,6 +99,9 @@ func getFlows(args []string, out io.Writer) error {
 	}
 	if *policy == "" && (*direction != "" || *rule >= 0) {
 		return fmt.Errorf("--direction and --rule need --policy")
+	}
+	if err := checkFormat(*o); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

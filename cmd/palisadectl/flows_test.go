@@ -115,7 +115,7 @@ dbg/c-out     2      6      0       dbg/c,dbg/d
 }
 
 func TestGetFlowsErrors(t *testing.T) {
-	addr, _ := fakeAgent(t, nil)
+	addr, queries := fakeAgent(t, nil)
 	for _, tc := range []struct {
 		args []string
 		err  string
@@ -130,5 +130,12 @@ func TestGetFlowsErrors(t *testing.T) {
 		if code := run(tc.args, &out, &errb); code == 0 || !strings.Contains(errb.String(), tc.err) {
 			t.Errorf("%v: exit %d, stderr %q, want an error saying %q", tc.args, code, errb.String(), tc.err)
 		}
+	}
+	// An unknown -o is refused before the agent is asked.
+	*queries = nil
+	var out, errb bytes.Buffer
+	if code := run([]string{"get", "flows", "-o", "xml", "--agent-address", addr}, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), `unknown output format "xml"`) || len(*queries) != 0 {
+		t.Errorf("get flows -o xml: exit %d, stderr %q, %d agent requests; want the format refused first", code, errb.String(), len(*queries))
 	}
 }

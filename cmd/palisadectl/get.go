@@ -45,17 +45,26 @@ func kubeconfigFlag(fs *pflag.FlagSet) *string {
 	return fs.String("kubeconfig", "", "Path of the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")
 }
 
-// newAPIClient loads the kubeconfig (path, or the default loading rules
-// when empty).
-func newAPIClient(kubeconfig string) (*apiClient, error) {
+// restConfig loads the kubeconfig as kubectl does: path if set, else the
+// files of $KUBECONFIG (a list, merged), else ~/.kube/config.
+func restConfig(path string) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
+	rules.ExplicitPath = path
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading the kubeconfig: %w", err)
 	}
-	cfg.Timeout = requestTimeout
 	cfg.UserAgent = "palisadectl"
+	return cfg, nil
+}
+
+// newAPIClient loads the kubeconfig (see restConfig).
+func newAPIClient(kubeconfig string) (*apiClient, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Timeout = requestTimeout
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
@@ -74,12 +83,24 @@ func (c *apiClient) get(ctx context.Context, path string, params url.Values, out
 	}
 	body, err := req.DoRaw(ctx)
 	if err != nil {
+		if apierrors.IsNotFound(err) && !c.groupServed(ctx) {
+			return fmt.Errorf("the API %s is not served by %s: is Palisade installed (APIService %s)?", controlplane.GroupVersion, c.host, controlplane.APIServiceName)
+		}
 		return apiError(c.host, err, body)
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("decoding the answer of %s: %w", path, err)
 	}
 	return nil
+}
+
+// groupServed tells whether kube-apiserver serves the read API's group:
+// false only if its discovery answers 404 (a 404 of a request may be the
+// controller's "not found" of an object, or kube-apiserver not knowing the
+// group at all).
+func (c *apiClient) groupServed(ctx context.Context) bool {
+	_, err := c.rest.Get().AbsPath(controlplane.GroupPath).DoRaw(ctx)
+	return !apierrors.IsNotFound(err)
 }
 
 // apiError explains a failed request; body is the answer, if any.
@@ -104,14 +125,14 @@ func apiError(host string, err error, body []byte) error {
 		return fmt.Errorf("forbidden: %s\nReading Palisade's model needs RBAC permission on the API group %s (get/list of networkpolicies, appliedtogroups, addressgroups, endpointqueries, explanations): ask for the ClusterRole palisade-viewer, e.g. kubectl create clusterrolebinding palisade-viewer-USER --clusterrole=palisade-viewer --user=USER",
 			st.Message, controlplane.GroupName)
 	case http.StatusUnauthorized:
+		if st.Reason == controlplane.StatusReasonFrontProxyRejected {
+			return fmt.Errorf("the Palisade controller refused kube-apiserver's front proxy: %s\nThe controller trusts the front proxy as ConfigMap kube-system/extension-apiserver-authentication describes it: check that kube-apiserver's --proxy-client-cert-file is signed by its --requestheader-client-ca-file and that its name is in --requestheader-allowed-names, and that APIService %s points at the Service %s/%s (kubectl get apiservice %s -o yaml)",
+				st.Message, controlplane.APIServiceName, controlplane.ServiceNamespace, controlplane.ServiceName, controlplane.APIServiceName)
+		}
 		return fmt.Errorf("unauthorized: %s (check the credentials of your kubeconfig)", st.Message)
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return fmt.Errorf("the Palisade controller is unreachable: %s\nCheck that palisade-controller runs and that the APIService is available: kubectl get apiservice %s",
 			st.Message, controlplane.APIServiceName)
-	case http.StatusNotFound:
-		if st.Details == nil && st.Message == "the server could not find the requested resource" {
-			return fmt.Errorf("the API %s is not served by %s: is Palisade installed (APIService %s)?", controlplane.GroupVersion, host, controlplane.APIServiceName)
-		}
 	}
 	return errors.New(st.Message)
 }
@@ -127,6 +148,9 @@ func runGetModel(resource string, args []string, out io.Writer) error {
 	}
 	if fs.NArg() > 1 {
 		return fmt.Errorf("usage: palisadectl get %s [NAME]", resource)
+	}
+	if strings.Contains(fs.Arg(0), "/") {
+		return fmt.Errorf("invalid name %q: names of %s have no \"/\"", fs.Arg(0), resource)
 	}
 	if err := checkFormat(*o); err != nil {
 		return err
@@ -153,7 +177,7 @@ func checkFormat(format string) error {
 func getAndPrint(ctx context.Context, c *apiClient, out io.Writer, format, resource, name string) error {
 	path := resource
 	if name != "" {
-		path += "/" + url.PathEscape(name)
+		path += "/" + name // AbsPath escapes it
 	}
 	switch resource {
 	case controlplane.ResourceNetworkPolicies:

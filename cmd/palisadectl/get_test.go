@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,8 +33,8 @@ func fakeAPIServer(t *testing.T, answers map[string]any) (kubeconfig string, req
 		}
 		v, ok := answers[r.URL.Path]
 		if !ok {
-			v = &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: "Failure", Code: 404,
-				Reason: metav1.StatusReasonNotFound, Message: "the server could not find the requested resource"}
+			// kube-apiserver's answer for a group it does not serve.
+			v = plainText{http.StatusNotFound, "404 page not found"}
 		}
 		code := http.StatusOK
 		if st, ok := v.(*metav1.Status); ok {
@@ -74,6 +75,16 @@ func failure(code int32, msg string) *metav1.Status {
 	return &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: "Failure", Code: code, Message: msg}
 }
 
+func failureReason(code int32, reason metav1.StatusReason, msg string) *metav1.Status {
+	st := failure(code, msg)
+	st.Reason = reason
+	return st
+}
+
+// servedGroup is the discovery answer of kube-apiserver with Palisade
+// installed.
+var servedGroup = &metav1.APIGroup{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroup"}, Name: cp.GroupName}
+
 var (
 	webPod    = cp.PodReference{Namespace: "shop", Name: "web"}
 	clientPod = cp.PodReference{Namespace: "shop", Name: "client"}
@@ -88,8 +99,11 @@ var (
 func TestModelCommands(t *testing.T) {
 	v := cp.VersionPath
 	kubeconfig, requests := fakeAPIServer(t, map[string]any{
-		v + "/networkpolicies":       &cp.NetworkPolicyList{TypeMeta: tm("NetworkPolicyList"), Items: []cp.NetworkPolicy{allowWeb}},
-		v + "/networkpolicies/uid-1": &cp.NetworkPolicyObject{TypeMeta: tm("NetworkPolicy"), NetworkPolicy: allowWeb},
+		cp.GroupPath:                   servedGroup,
+		v + "/networkpolicies/missing": failureReason(404, metav1.StatusReasonNotFound, `networkpolicies "missing" not found`),
+		v + "/networkpolicies/uid 1%":  &cp.NetworkPolicyObject{TypeMeta: tm("NetworkPolicy"), NetworkPolicy: allowWeb},
+		v + "/networkpolicies":         &cp.NetworkPolicyList{TypeMeta: tm("NetworkPolicyList"), Items: []cp.NetworkPolicy{allowWeb}},
+		v + "/networkpolicies/uid-1":   &cp.NetworkPolicyObject{TypeMeta: tm("NetworkPolicy"), NetworkPolicy: allowWeb},
 		v + "/appliedtogroups": &cp.AppliedToGroupList{TypeMeta: tm("AppliedToGroupList"), Items: []cp.AppliedToGroup{
 			{Name: "atg-web", Members: []cp.GroupMember{{Pod: webPod, IPs: []string{"198.19.0.2"}, Node: "node1"}}}}},
 		v + "/addressgroups/ag-client": &cp.AddressGroupObject{TypeMeta: tm("AddressGroup"), AddressGroup: cp.AddressGroup{
@@ -109,6 +123,7 @@ func TestModelCommands(t *testing.T) {
 		args     []string
 		code     int
 		out, err []string
+		notErr   string
 		request  string
 	}{
 		{args: []string{"get", "networkpolicies"}, out: []string{"SOURCE", "shop/allow-web  uid-1  Ingress       1"}},
@@ -118,7 +133,9 @@ func TestModelCommands(t *testing.T) {
 		{args: []string{"get", "addressgroups", "ag-client", "-o", "yaml"}, out: []string{"kind: AddressGroup", "- ips:"}},
 		{args: []string{"get", "addressgroups"}, code: 1, err: []string{"forbidden:", `User "bob"`, "ClusterRole palisade-viewer"}},
 		{args: []string{"get", "pods"}, code: 1, err: []string{`unknown resource "pods"`, "networkpolicies"}},
-		{args: []string{"get", "networkpolicies", "missing"}, code: 1, err: []string{"not served", "APIService v1alpha1.controlplane.palisade.dev"}},
+		{args: []string{"get", "networkpolicies", "missing"}, code: 1, err: []string{`networkpolicies "missing" not found`}, notErr: "not served"},
+		{args: []string{"get", "networkpolicies", "uid 1%"}, out: []string{"shop/allow-web"}, request: v + "/networkpolicies/uid 1%"},
+		{args: []string{"get", "networkpolicies", "a/b"}, code: 1, err: []string{`invalid name "a/b"`}},
 		{args: []string{"query", "endpoint", "shop/web"}, out: []string{"Pod shop/web on node node1", "appliedTo  shop/allow-web  Ingress"},
 			request: v + "/namespaces/shop/endpointqueries/web"},
 		{args: []string{"query", "endpoint", "shop/ghost"}, code: 1, err: []string{"shop/ghost is not known"}},
@@ -145,6 +162,9 @@ func TestModelCommands(t *testing.T) {
 				if !strings.Contains(errb.String(), s) {
 					t.Errorf("stderr lacks %q:\n%s", s, errb.String())
 				}
+			}
+			if tc.notErr != "" && strings.Contains(errb.String(), tc.notErr) {
+				t.Errorf("stderr has %q:\n%s", tc.notErr, errb.String())
 			}
 			if tc.request != "" && (len(*requests) != 1 || (*requests)[0] != tc.request) {
 				t.Errorf("requests %q, want %q", *requests, tc.request)
@@ -198,5 +218,53 @@ func TestKubeconfigFromEnvironment(t *testing.T) {
 	}
 	if _, err := os.Stat(kubeconfig); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGroupNotServed: kube-apiserver without Palisade answers every path
+// of the group with its plain-text 404, and palisadectl asks whether
+// Palisade is installed.
+func TestGroupNotServed(t *testing.T) {
+	kubeconfig, requests := fakeAPIServer(t, nil)
+	var out, errb bytes.Buffer
+	if code := run([]string{"get", "networkpolicies", "x", "--kubeconfig", kubeconfig}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "is not served by") || !strings.Contains(errb.String(), "is Palisade installed (APIService v1alpha1.controlplane.palisade.dev)?") {
+		t.Errorf("exit %d, stderr %s", code, errb.String())
+	}
+	if want := []string{cp.VersionPath + "/networkpolicies/x", cp.GroupPath}; !slices.Equal(*requests, want) {
+		t.Errorf("requests %q, want %q (the request, then discovery of the group)", *requests, want)
+	}
+}
+
+// TestUnauthorized: kube-apiserver refusing the user's credentials and the
+// controller refusing kube-apiserver's front proxy get different advice.
+func TestUnauthorized(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer *metav1.Status
+		want   []string
+		not    string
+	}{
+		{"kube-apiserver refuses the user", failureReason(401, metav1.StatusReasonUnauthorized, "Unauthorized"),
+			[]string{"unauthorized: Unauthorized", "check the credentials of your kubeconfig"}, "front proxy"},
+		{"the controller refuses the front proxy", failureReason(401, cp.StatusReasonFrontProxyRejected, "not kube-apiserver's front proxy: the client certificate's name \"x\" is not one of"),
+			[]string{"refused kube-apiserver's front proxy", "--requestheader-client-ca-file", "--requestheader-allowed-names", "kubectl get apiservice v1alpha1.controlplane.palisade.dev"},
+			"credentials of your kubeconfig"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kubeconfig, _ := fakeAPIServer(t, map[string]any{cp.VersionPath + "/networkpolicies": tc.answer})
+			var out, errb bytes.Buffer
+			if code := run([]string{"get", "networkpolicies", "--kubeconfig", kubeconfig}, &out, &errb); code != 1 {
+				t.Errorf("exit %d", code)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(errb.String(), s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errb.String())
+				}
+			}
+			if strings.Contains(errb.String(), tc.not) {
+				t.Errorf("stderr has %q:\n%s", tc.not, errb.String())
+			}
+		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -51,7 +50,7 @@ func runQuery(args []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	var q controlplane.EndpointQuery
-	path := "namespaces/" + url.PathEscape(pod.Namespace) + "/" + controlplane.ResourceEndpointQueries + "/" + url.PathEscape(pod.Name)
+	path := "namespaces/" + pod.Namespace + "/" + controlplane.ResourceEndpointQueries + "/" + pod.Name // AbsPath escapes it
 	if err := c.get(ctx, path, nil, &q); err != nil {
 		return err
 	}

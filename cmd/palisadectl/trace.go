@@ -29,10 +29,10 @@ func runTrace(args []string, out io.Writer) error {
 	o := outputFlag(fs, "table")
 	addr := agentFlag(fs)
 	from := fs.String("from", "", "NAMESPACE/POD: the source, a pod on this node.")
-	to := fs.String("to", "", "NAMESPACE/POD or IPv4 address: the destination. A pod on another node needs --kubeconfig (or KUBECONFIG) to find its IP.")
+	to := fs.String("to", "", "NAMESPACE/POD or IPv4 address: the destination. A pod on another node needs a kubeconfig (--kubeconfig, $KUBECONFIG or ~/.kube/config) to find its IP.")
 	protocol := fs.String("protocol", "TCP", "TCP, UDP, SCTP or ICMP.")
 	port := fs.Uint16("port", 0, "Destination port (not for ICMP).")
-	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "Kubeconfig to look up a destination pod's IP; without it the agent resolves only pods on this node.")
+	kubeconfig := kubeconfigFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "How long to wait for the agent and the Kubernetes API.")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -43,10 +43,13 @@ func runTrace(args []string, out io.Writer) error {
 	if *from == "" || *to == "" {
 		return fmt.Errorf("--from and --to are required")
 	}
+	if err := checkFormat(*o); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	dest := *to
-	if _, err := netip.ParseAddr(dest); err != nil && *kubeconfig != "" {
+	if _, err := netip.ParseAddr(dest); err != nil && haveKubeconfig(*kubeconfig) {
 		ip, err := podIP(ctx, *kubeconfig, dest)
 		if err != nil {
 			return err
@@ -70,15 +73,29 @@ func runTrace(args []string, out io.Writer) error {
 	return print(out, *o, res, nil)
 }
 
+// homeKubeconfig is kubectl's default kubeconfig (a variable for tests).
+var homeKubeconfig = clientcmd.RecommendedHomeFile
+
+// haveKubeconfig tells whether there is a kubeconfig to look a pod up
+// with: --kubeconfig, $KUBECONFIG or ~/.kube/config. Without one (e.g. in
+// the agent's pod) the agent resolves the pods of its node.
+func haveKubeconfig(path string) bool {
+	if path != "" || os.Getenv(clientcmd.RecommendedConfigPathEnvVar) != "" {
+		return true
+	}
+	_, err := os.Stat(homeKubeconfig)
+	return err == nil
+}
+
 // podIP looks up "namespace/name"'s IP in the Kubernetes API.
 func podIP(ctx context.Context, kubeconfig, key string) (string, error) {
 	ns, name, ok := strings.Cut(key, "/")
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return "", fmt.Errorf("--to %q: want NAMESPACE/POD or an IPv4 address", key)
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	cfg, err := restConfig(kubeconfig)
 	if err != nil {
-		return "", fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		return "", err
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"palisade.dev/palisade/agent/debug"
 )
@@ -25,7 +29,16 @@ var testTrace = debug.TraceResult{From: "dbg/c", To: "dbg/b", Protocol: "TCP", P
 	},
 }
 
+// noKubeconfig makes the test run without any kubeconfig.
+func noKubeconfig(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	home := homeKubeconfig
+	homeKubeconfig = filepath.Join(t.TempDir(), "none")
+	t.Cleanup(func() { homeKubeconfig = home })
+}
+
 func TestTraceOutput(t *testing.T) {
+	noKubeconfig(t)
 	addr, queries := fakeAgent(t, map[string]any{debug.TracePath: testTrace})
 	var out, errb bytes.Buffer
 	args := []string{"trace", "--from", "dbg/c", "--to", "dbg/b", "--port", "80", "--protocol", "tcp", "--agent-address", addr, "--kubeconfig", ""}
@@ -75,11 +88,39 @@ func TestTraceErrors(t *testing.T) {
 	}{
 		{[]string{"trace", "--from", "dbg/a"}, "--from and --to are required"},
 		{[]string{"trace", "--from", "dbg/a", "--to", "nope", "--kubeconfig", "/nonexistent"}, `--to "nope": want NAMESPACE/POD`},
-		{[]string{"trace", "--from", "dbg/a", "--to", "dbg/b", "--kubeconfig", "/nonexistent/kubeconfig"}, "kubeconfig /nonexistent/kubeconfig"},
+		{[]string{"trace", "--from", "dbg/a", "--to", "dbg/b", "--kubeconfig", "/nonexistent/kubeconfig"}, "loading the kubeconfig: stat /nonexistent/kubeconfig"},
+		{[]string{"trace", "--from", "dbg/a", "--to", "198.19.0.3", "-o", "xml", "--agent-address", "127.0.0.1:1"}, `unknown output format "xml"`},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code == 0 || !strings.Contains(errb.String(), tc.err) {
 			t.Errorf("%v: exit %d, stderr %q, want an error saying %q", tc.args, code, errb.String(), tc.err)
 		}
+	}
+}
+
+// TestTraceKubeconfigList looks the destination pod up with a $KUBECONFIG
+// that lists several files, merged as kubectl does: the first names a
+// context in the second.
+func TestTraceKubeconfigList(t *testing.T) {
+	noKubeconfig(t)
+	kubeconfig, requests := fakeAPIServer(t, map[string]any{
+		"/api/v1/namespaces/dbg/pods/b": &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "dbg", Name: "b"}, Status: corev1.PodStatus{PodIP: "198.19.1.3"}},
+	})
+	first := filepath.Join(t.TempDir(), "first")
+	if err := os.WriteFile(first, []byte("apiVersion: v1\nkind: Config\npreferences: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", first+string(filepath.ListSeparator)+kubeconfig)
+	addr, queries := fakeAgent(t, map[string]any{debug.TracePath: testTrace})
+	var out, errb bytes.Buffer
+	if code := run([]string{"trace", "--from", "dbg/c", "--to", "dbg/b", "--port", "80", "--agent-address", addr}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if len(*requests) != 1 || len(*queries) != 1 || !strings.Contains((*queries)[0], "to=198.19.1.3") {
+		t.Errorf("API requests %q, agent queries %q: want the pod looked up and its IP traced", *requests, *queries)
+	}
+	if !strings.Contains(out.String(), "dbg/b (198.19.1.3)") {
+		t.Errorf("output lacks the resolved destination:\n%s", out.String())
 	}
 }

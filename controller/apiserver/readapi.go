@@ -156,7 +156,10 @@ func (a *ReadAPI) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	a.logger.V(2).Info("Refused a read API request", "path", r.URL.Path, "status", authErr.Status, "reason", authErr.Reason)
 	reason := metav1.StatusReasonForbidden
-	if authErr.Status == http.StatusUnauthorized {
+	switch {
+	case authErr.FrontProxy:
+		reason = controlplane.StatusReasonFrontProxyRejected
+	case authErr.Status == http.StatusUnauthorized:
 		reason = metav1.StatusReasonUnauthorized
 	}
 	writeStatus(w, authErr.Status, reason, authErr.Reason)

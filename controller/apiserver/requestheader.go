@@ -88,8 +88,9 @@ type User struct {
 // user it names. Refusals are *AuthError with http.StatusUnauthorized.
 func (c *RequestHeaderConfig) Authenticate(r *http.Request) (*User, error) {
 	refuse := func(format string, args ...any) error {
-		return &AuthError{Status: http.StatusUnauthorized, Reason: fmt.Sprintf(format, args...) +
-			"; the read API must be reached through kube-apiserver, e.g. kubectl get --raw " + controlplane.VersionPath}
+		return &AuthError{Status: http.StatusUnauthorized, FrontProxy: true, Reason: "not kube-apiserver's front proxy: " +
+			fmt.Sprintf(format, args...) + "; the read API must be reached through kube-apiserver (e.g. kubectl get --raw " + controlplane.VersionPath +
+			"), whose --proxy-client-cert-file must be signed by its --requestheader-client-ca-file and named in --requestheader-allowed-names"}
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return nil, refuse("no client certificate")
@@ -145,15 +146,23 @@ type ConfigMapGetter interface {
 // RequestHeaderAuthenticator authenticates the front proxy with the
 // configuration in ConfigMap extension-apiserver-authentication, read
 // again once it is older than a TTL (so that rotated CAs are picked up).
+// A failed read is retried at most once every RequestHeaderRetryInterval;
+// requests meanwhile fail with the read's error.
 type RequestHeaderAuthenticator struct {
 	configMaps ConfigMapGetter
 	ttl        time.Duration
 	now        func() time.Time
 
-	mu     sync.Mutex
-	config *RequestHeaderConfig
-	loaded time.Time
+	mu      sync.Mutex
+	config  *RequestHeaderConfig
+	loaded  time.Time
+	failed  time.Time // of the last failed read, while the error stands
+	lastErr error
 }
+
+// RequestHeaderRetryInterval is how long a failed read of the front
+// proxy's configuration is reused before the ConfigMap is read again.
+const RequestHeaderRetryInterval = 5 * time.Second
 
 // NewRequestHeaderAuthenticator reads the ConfigMap through configMaps (of
 // namespace kube-system) and keeps it for ttl.
@@ -178,6 +187,21 @@ func (a *RequestHeaderAuthenticator) current(ctx context.Context) (*RequestHeade
 	if a.config != nil && now.Sub(a.loaded) < a.ttl {
 		return a.config, nil
 	}
+	if a.lastErr != nil && now.Sub(a.failed) < RequestHeaderRetryInterval {
+		return nil, a.lastErr
+	}
+	c, err := a.read(ctx)
+	if err != nil {
+		if ctx.Err() == nil { // not the request's own cancellation
+			a.failed, a.lastErr = now, err
+		}
+		return nil, err
+	}
+	a.config, a.loaded, a.lastErr = c, now, nil
+	return c, nil
+}
+
+func (a *RequestHeaderAuthenticator) read(ctx context.Context) (*RequestHeaderConfig, error) {
 	cm, err := a.configMaps.Get(ctx, AuthenticationConfigMapName, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("reading ConfigMap %s/%s: %w", AuthenticationConfigMapNamespace, AuthenticationConfigMapName, err)
@@ -186,7 +210,6 @@ func (a *RequestHeaderAuthenticator) current(ctx context.Context) (*RequestHeade
 	if err != nil {
 		return nil, fmt.Errorf("ConfigMap %s/%s: %w", AuthenticationConfigMapNamespace, AuthenticationConfigMapName, err)
 	}
-	a.config, a.loaded = c, now
 	return c, nil
 }
 

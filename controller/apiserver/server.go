@@ -36,6 +36,10 @@ func (f AuthorizerFunc) Authorize(ctx context.Context, r *http.Request, node str
 type AuthError struct {
 	Status int
 	Reason string
+	// FrontProxy marks a 401 of the read API because the request did
+	// not come from kube-apiserver's front proxy (see
+	// controlplane.StatusReasonFrontProxyRejected).
+	FrontProxy bool
 }
 
 func (e *AuthError) Error() string { return e.Reason }

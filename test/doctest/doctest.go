@@ -36,8 +36,10 @@ type Block struct {
 
 var (
 	markerRE = regexp.MustCompile(`^<!--\s*doctest:\s*([a-z][a-z0-9-]*)\s*-->$`)
-	fenceRE  = regexp.MustCompile("^(```+|~~~+)\\s*([A-Za-z0-9_-]*)")
-	shells   = map[string]bool{"sh": true, "bash": true, "shell": true, "console": true}
+	// A fence may be indented by up to three spaces (CommonMark), e.g.
+	// inside a list item.
+	fenceRE = regexp.MustCompile("^ {0,3}(```+|~~~+)\\s*([A-Za-z0-9_-]*)")
+	shells  = map[string]bool{"sh": true, "bash": true, "shell": true, "console": true}
 )
 
 // Parse returns the command blocks of md in document order. It fails if a

@@ -31,6 +31,7 @@ func TestParseErrors(t *testing.T) {
 	for name, tc := range map[string]struct{ md, want string }{
 		"unmarked shell block": {"```sh\nrm -rf /\n```\n", "line 1: a sh block without"},
 		"unmarked console":     {"text\n\n```console\nls\n```\n", "line 3: a console block without"},
+		"unmarked in a list":   {"1. step\n   ```sh\n   ls\n   ```\n", "line 2: a sh block without"},
 		"marker before prose":  {"<!-- doctest: lab -->\nprose\n```sh\nls\n```\n", "line 1: doctest marker is not followed"},
 		"marker before yaml":   {"<!-- doctest: lab -->\n```yaml\na: b\n```\n", `followed by a "yaml" block`},
 		"marker at the end":    {"<!-- doctest: lab -->\n", "marker at the end"},

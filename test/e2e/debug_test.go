@@ -206,8 +206,9 @@ func TestDebug(t *testing.T) {
 	if v := denied.Verdict; v.Action != "drop" || v.TableName != "IngressDefault" || !strings.Contains(v.Reason, "dbg/b-from-a") {
 		t.Errorf("c -> b verdict %+v, want a drop in IngressDefault by dbg/b-from-a's isolation", v)
 	}
-	last := denied.Steps[len(denied.Steps)-1]
-	if last.Rule == nil || last.Rule.Policy != "dbg/b-from-a" || last.Rule.Via != "isolation" {
+	if len(denied.Steps) == 0 {
+		t.Errorf("c -> b: the trace has no steps, want the last one to be dbg/b-from-a's isolation: %+v", denied)
+	} else if last := denied.Steps[len(denied.Steps)-1]; last.Rule == nil || last.Rule.Policy != "dbg/b-from-a" || last.Rule.Via != "isolation" {
 		t.Errorf("c -> b: last step %+v, want dbg/b-from-a's isolation", last)
 	}
 	// The table output, as an operator reads it.

@@ -64,7 +64,7 @@ func TestInstallDoc(t *testing.T) {
 		for _, want := range []string{
 			`daemon set "palisade-agent" successfully rolled out`,
 			`deployment "palisade-controller" successfully rolled out`,
-			"v1alpha1.controlplane.palisade.dev",
+			"apiservice.apiregistration.k8s.io/v1alpha1.controlplane.palisade.dev condition met",
 			`namespace "palisade-system" deleted`,
 		} {
 			if !strings.Contains(out, want) {
@@ -97,6 +97,30 @@ func TestInstallDoc(t *testing.T) {
 		if err != nil {
 			dumpLogs(t, dir)
 			t.Fatalf("%s, lab part: %v", installDoc, err)
+		}
+		// What the document says the commands show (its output examples
+		// and prose), in the order it says it.
+		for _, want := range []string{
+			"networkpolicy.networking.k8s.io/b-from-a created",
+			"x/b-from-a", // get networkpolicies
+			"Allowed: x/a",
+			"Denied: x/c",
+			"ingress  x/b  x/b-from-a   denied (no rule allows)",
+			"conjunction(1,1/3)",        // get flows --policy
+			"Verdict: output to port",   // trace x/a -> x/b
+			"(pod x/b) in table Output", //
+			"Verdict: drop in table IngressDefault: Ingress isolation: no ingress rule of x/b-from-a allows it",
+			"palisade_agent_rule_sessions_total{", // the agent's metrics
+			"table=IngressRule",                   // ovs-ofctl --names
+			"palisade_controller_leader 1",        // the controller's metrics
+			"palisade_controller_networkpolicies 1",
+		} {
+			i := strings.Index(out, want)
+			if i < 0 {
+				t.Errorf("the lab part's output lacks %q", want)
+				continue
+			}
+			out = out[i+len(want):]
 		}
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("the lab's directory %s is still there after the document's `palisade-lab down` (stat: %v)", dir, err)

@@ -4,9 +4,15 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +30,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	cp "palisade.dev/palisade/controller/apis/controlplane"
@@ -177,24 +184,8 @@ func TestPalisadectl(t *testing.T) {
 		}
 	}
 
-	t.Log("the controller refuses requests that bypass kube-apiserver, even with a forged user header")
-	direct := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: controllerCA(t, ctx, kube)}}, Timeout: 10 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+net.JoinHostPort(layout.HostIP.String(), strconv.Itoa(layout.ControllerPort))+cp.VersionPath+"/networkpolicies", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Remote-User", "system:admin")
-	req.Header.Set("X-Remote-Group", "system:masters")
-	resp, err := direct.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st metav1.Status
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || st.Kind != "Status" || !strings.Contains(st.Message, "no client certificate") {
-		t.Errorf("direct request: %d %+v (%v), want 401 with a Status saying there is no client certificate", resp.StatusCode, st, err)
-	}
+	t.Log("the controller authenticates kube-apiserver's front proxy itself and authorizes the user it names")
+	directCheck(t, ctx, kube, layout.Dir(l.Dir()).PKI())
 
 	t.Log("a user without RBAC is told what is missing; palisade-viewer grants it")
 	viewer := userKubeconfig(t, ctx, l, ns, "viewer")
@@ -316,4 +307,93 @@ func applyViewerRole(t *testing.T, ctx context.Context, l *lab.Lab) {
 		}
 	}
 	t.Fatal("the manifest has no ClusterRole palisade-viewer")
+}
+
+// directCheck calls the controller's read API directly, bypassing
+// kube-apiserver: as the front proxy (the lab's proxy client certificate)
+// for a user without RBAC, the controller's own SubjectAccessReview
+// refuses (403); without a client certificate (forged headers only) or
+// with one of another CA, the controller refuses the front proxy (401).
+func directCheck(t *testing.T, ctx context.Context, kube kubernetes.Interface, pkiDir string) {
+	t.Helper()
+	proxy, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "front-proxy-client.crt"), filepath.Join(pkiDir, "front-proxy-client.key"))
+	if err != nil {
+		t.Fatalf("the lab's front proxy client certificate: %v", err)
+	}
+	impostor := selfSignedClient(t, "front-proxy-client")
+	roots := controllerCA(t, ctx, kube)
+	url := "https://" + net.JoinHostPort(layout.HostIP.String(), strconv.Itoa(layout.ControllerPort)) + cp.VersionPath + "/networkpolicies"
+	for _, tc := range []struct {
+		name       string
+		cert       *tls.Certificate
+		user       string
+		groups     []string
+		wantCode   int
+		wantReason metav1.StatusReason
+		wantMsg    string
+	}{
+		{name: "forged headers without a client certificate", user: "system:admin", groups: []string{"system:masters"},
+			wantCode: http.StatusUnauthorized, wantReason: cp.StatusReasonFrontProxyRejected, wantMsg: "no client certificate"},
+		{name: "the front proxy's certificate for a user without RBAC", cert: &proxy, user: "pctl-nobody", groups: []string{"system:authenticated"},
+			wantCode: http.StatusForbidden, wantReason: metav1.StatusReasonForbidden, wantMsg: `user "pctl-nobody" cannot list resource "networkpolicies"`},
+		{name: "a certificate of another CA", cert: impostor, user: "system:admin", groups: []string{"system:masters"},
+			wantCode: http.StatusUnauthorized, wantReason: cp.StatusReasonFrontProxyRejected, wantMsg: "not the front proxy's"},
+	} {
+		cfg := &tls.Config{RootCAs: roots}
+		if tc.cert != nil {
+			cfg.Certificates = []tls.Certificate{*tc.cert}
+		}
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Remote-User", tc.user)
+		for _, g := range tc.groups {
+			req.Header.Add("X-Remote-Group", g)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var st metav1.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.wantCode || st.Kind != "Status" || st.Reason != tc.wantReason || !strings.Contains(st.Message, tc.wantMsg) {
+			t.Errorf("%s: %d %+v (%v), want %d with a Status of reason %s saying %q", tc.name, resp.StatusCode, st, err, tc.wantCode, tc.wantReason, tc.wantMsg)
+		}
+	}
+}
+
+// selfSignedClient makes a client certificate named cn, signed by a CA
+// made here (not the front proxy's).
+func selfSignedClient(t *testing.T, cn string) *tls.Certificate {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, key := newKey(), newKey()
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}
 }

@@ -28,6 +28,13 @@ import (
 // paths must stay short) and tears it down when the test ends.
 func startLab(t *testing.T, ctx context.Context, nodes int) *lab.Lab {
 	t.Helper()
+	return startLabWith(t, ctx, lab.Options{Nodes: nodes})
+}
+
+// startLabWith is startLab with more options (Dir, BinDir and Progress are
+// set here).
+func startLabWith(t *testing.T, ctx context.Context, o lab.Options) *lab.Lab {
+	t.Helper()
 	binDir := lab.DefaultBinDir()
 	if !filepath.IsAbs(binDir) {
 		// go test runs in the package directory; ./bin is the repo's.
@@ -46,11 +53,12 @@ func startLab(t *testing.T, ctx context.Context, nodes int) *lab.Lab {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	l, err := lab.Up(ctx, lab.Options{Dir: dir, Nodes: nodes, BinDir: binDir, Progress: testWriter{t}})
+	o.Dir, o.BinDir, o.Progress = dir, binDir, testWriter{t}
+	l, err := lab.Up(ctx, o)
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
-	t.Logf("lab up with %d node(s) in %s", nodes, time.Since(start).Round(time.Millisecond))
+	t.Logf("lab up with %d node(s) in %s", o.Nodes, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpLogs(t, dir)

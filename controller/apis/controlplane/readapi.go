@@ -33,6 +33,17 @@ const (
 	APIServiceName = Version + "." + GroupName
 )
 
+// StatusReasonFrontProxyRejected is the Reason of the read API's 401
+// Status when a request does not come from kube-apiserver's front proxy as
+// ConfigMap kube-system/extension-apiserver-authentication describes it: no
+// client certificate, one not signed by requestheader-client-ca-file or not
+// named in requestheader-allowed-names, or no user header. Through
+// kube-apiserver it means kube-apiserver's --proxy-client-cert-file does
+// not match its --requestheader-* flags (or the APIService points
+// elsewhere); it is distinct from kube-apiserver refusing the user's own
+// credentials (Reason Unauthorized).
+const StatusReasonFrontProxyRejected metav1.StatusReason = "FrontProxyRejected"
+
 // The read API's resources.
 const (
 	ResourceNetworkPolicies = "networkpolicies"

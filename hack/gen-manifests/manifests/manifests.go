@@ -26,17 +26,14 @@ const Namespace = "palisade-system"
 // Values fill the templates in base/.
 type Values struct {
 	Image, AgentImage string
-	// ProbeScheme is the scheme of the controller's health endpoint.
-	ProbeScheme string
 	// ConfigChecksum is computed by Render.
 	ConfigChecksum string
 }
 
 // DefaultValues are those of a release build.
 var DefaultValues = Values{
-	Image:       "palisade/palisade-controller:0.1.0-dev",
-	AgentImage:  "palisade/palisade-agent:0.1.0-dev",
-	ProbeScheme: "HTTP",
+	Image:      "palisade/palisade-controller:0.1.0-dev",
+	AgentImage: "palisade/palisade-agent:0.1.0-dev",
 }
 
 // ConfigMap returns the palisade-config ConfigMap holding every file in conf.
