@@ -6,20 +6,15 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"palisade.dev/palisade/agent/datapath"
 	aof "palisade.dev/palisade/agent/openflow"
 	cp "palisade.dev/palisade/controller/apis/controlplane"
 	"palisade.dev/palisade/ovs/openflow"
-	"palisade.dev/palisade/ovs/ovsconfig"
 	"palisade.dev/palisade/ovs/ovsctl"
-	"palisade.dev/palisade/test/ovsinstance"
 )
 
 // TestIntegrationManyRulesShareClauses installs 5,000 ingress rules that
@@ -35,36 +30,7 @@ func TestIntegrationManyRulesShareClauses(t *testing.T) {
 	const rules = 5000
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "palbd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir, Bridge: "brbd" + filepath.Base(dir)[len("palbd"):]})
-	if err != nil {
-		t.Fatalf("starting OVS: %v", err)
-	}
-	t.Cleanup(func() { _ = inst.Stop() })
-	br, err := ovsconfig.New(ctx, inst.DBEndpoint, inst.Bridge, "netdev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(br.Close)
-	if err := br.EnsureBridge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := br.SetTableNames(ctx, aof.TableNames()); err != nil {
-		t.Fatal(err)
-	}
-	ofc := openflow.NewClient(inst.MgmtSock)
-	if err := ofc.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ofc.Close)
-	dp := datapath.New(ofc)
-	if err := dp.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	inst, br, _, dp := startTestBridge(t, ctx, "bd")
 	a := newTestPod(t, ctx, br, "ba", netip.MustParseAddr("198.19.0.22"))
 	b := newTestPod(t, ctx, br, "bb", netip.MustParseAddr("198.19.0.23"))
 	for _, p := range []testPod{a, b} {

@@ -168,40 +168,7 @@ func member(p testPod) cp.GroupMember {
 func TestIntegrationDatapathRealOVS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "paldp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	// A bridge name of its own: the bridge's internal port is a device in
-	// this network namespace, where other tests' OVS may run at once.
-	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir, Bridge: "brdp" + filepath.Base(dir)[len("paldp"):]})
-	if err != nil {
-		t.Fatalf("starting OVS: %v", err)
-	}
-	t.Cleanup(func() { _ = inst.Stop() })
-
-	br, err := ovsconfig.New(ctx, inst.DBEndpoint, inst.Bridge, "netdev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(br.Close)
-	if err := br.EnsureBridge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := br.SetTableNames(ctx, aof.TableNames()); err != nil {
-		t.Fatal(err)
-	}
-	ofc := openflow.NewClient(inst.MgmtSock)
-	if err := ofc.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ofc.Close)
-
-	dp := datapath.New(ofc)
-	if err := dp.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	inst, br, ofc, dp := startTestBridge(t, ctx, "dp")
 	// As the agent does: after ovs-vswitchd restarts, install everything again.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -395,4 +362,43 @@ func compareWithRendered(t *testing.T, ctx context.Context, inst *ovsinstance.In
 	if len(got) != len(text) {
 		t.Errorf("bridge has %d flows, datapath rendered %d", len(got), len(text))
 	}
+}
+
+// startTestBridge starts a private OVS with the pipeline's bridge (named
+// "br"+name+a unique suffix: the bridge's internal port is a device in this
+// network namespace, where other tests' OVS may run at once), an OpenFlow
+// client, and a started Datapath; all are stopped when the test ends.
+func startTestBridge(t *testing.T, ctx context.Context, name string) (*ovsinstance.Instance, *ovsconfig.Client, *openflow.Client, *datapath.Datapath) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pal"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	inst, err := ovsinstance.Start(ctx, ovsinstance.Options{Dir: dir, Bridge: "br" + name + filepath.Base(dir)[len("pal"+name):]})
+	if err != nil {
+		t.Fatalf("starting OVS: %v", err)
+	}
+	t.Cleanup(func() { _ = inst.Stop() })
+	br, err := ovsconfig.New(ctx, inst.DBEndpoint, inst.Bridge, "netdev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(br.Close)
+	if err := br.EnsureBridge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := br.SetTableNames(ctx, aof.TableNames()); err != nil {
+		t.Fatal(err)
+	}
+	ofc := openflow.NewClient(inst.MgmtSock)
+	if err := ofc.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ofc.Close)
+	dp := datapath.New(ofc)
+	if err := dp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return inst, br, ofc, dp
 }

@@ -100,6 +100,9 @@ func getFlows(args []string, out io.Writer) error {
 	if *policy == "" && (*direction != "" || *rule >= 0) {
 		return fmt.Errorf("--direction and --rule need --policy")
 	}
+	if *rule >= 0 && *direction == "" {
+		return fmt.Errorf("--rule needs --direction: rule indexes count per direction")
+	}
 	if err := checkFormat(*o); err != nil {
 		return err
 	}

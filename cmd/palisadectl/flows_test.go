@@ -123,6 +123,7 @@ func TestGetFlowsErrors(t *testing.T) {
 		{[]string{"get"}, "which resource? one of:"},
 		{[]string{"get", "pods"}, `unknown resource "pods"`},
 		{[]string{"get", "flows", "--rule", "1"}, "--direction and --rule need --policy"},
+		{[]string{"get", "flows", "--policy", "x/p", "--rule", "1"}, "--rule needs --direction"},
 		{[]string{"get", "flows", "--policy", "dbg/nope", "--agent-address", addr}, "404 Not Found: policy dbg/nope is not realized on this node"},
 		{[]string{"get", "flows", "--agent-address", "127.0.0.1:1"}, "reaching the agent at 127.0.0.1:1"},
 	} {
