@@ -321,6 +321,7 @@ func directCheck(t *testing.T, ctx context.Context, kube kubernetes.Interface, p
 		t.Fatalf("the lab's front proxy client certificate: %v", err)
 	}
 	impostor := selfSignedClient(t, "front-proxy-client")
+	misnamed := signedByFrontProxyCA(t, pkiDir, "not-the-front-proxy")
 	roots := controllerCA(t, ctx, kube)
 	url := "https://" + net.JoinHostPort(layout.HostIP.String(), strconv.Itoa(layout.ControllerPort)) + cp.VersionPath + "/networkpolicies"
 	for _, tc := range []struct {
@@ -338,6 +339,8 @@ func directCheck(t *testing.T, ctx context.Context, kube kubernetes.Interface, p
 			wantCode: http.StatusForbidden, wantReason: metav1.StatusReasonForbidden, wantMsg: `user "pctl-nobody" cannot list resource "networkpolicies"`},
 		{name: "a certificate of another CA", cert: impostor, user: "system:admin", groups: []string{"system:masters"},
 			wantCode: http.StatusUnauthorized, wantReason: cp.StatusReasonFrontProxyRejected, wantMsg: "not the front proxy's"},
+		{name: "the front proxy CA's certificate with a name not allowed", cert: misnamed, user: "system:admin", groups: []string{"system:masters"},
+			wantCode: http.StatusUnauthorized, wantReason: cp.StatusReasonFrontProxyRejected, wantMsg: `name "not-the-front-proxy" is not one of`},
 	} {
 		cfg := &tls.Config{RootCAs: roots}
 		if tc.cert != nil {
@@ -365,6 +368,21 @@ func directCheck(t *testing.T, ctx context.Context, kube kubernetes.Interface, p
 	}
 }
 
+// signedByFrontProxyCA makes a client certificate named cn, signed by the
+// lab's front proxy CA (its key is in pkiDir).
+func signedByFrontProxyCA(t *testing.T, pkiDir, cn string) *tls.Certificate {
+	t.Helper()
+	ca, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "front-proxy-ca.crt"), filepath.Join(pkiDir, "front-proxy-ca.key"))
+	if err != nil {
+		t.Fatalf("the lab's front proxy CA: %v", err)
+	}
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clientCert(t, caCert, ca.PrivateKey, cn)
+}
+
 // selfSignedClient makes a client certificate named cn, signed by a CA
 // made here (not the front proxy's).
 func selfSignedClient(t *testing.T, cn string) *tls.Certificate {
@@ -376,7 +394,7 @@ func selfSignedClient(t *testing.T, cn string) *tls.Certificate {
 		}
 		return k
 	}
-	caKey, key := newKey(), newKey()
+	caKey := newKey()
 	now := time.Now()
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor-ca"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
@@ -388,12 +406,25 @@ func selfSignedClient(t *testing.T, cn string) *tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
+	c := clientCert(t, ca, caKey, cn)
+	c.Certificate = append(c.Certificate, caDER)
+	return c
+}
+
+// clientCert makes a client-auth certificate named cn signed by ca.
+func clientCert(t *testing.T, ca *x509.Certificate, caKey any, cn string) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

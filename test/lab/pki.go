@@ -35,7 +35,11 @@ type pki struct {
 	// The aggregation layer: kube-apiserver's front proxy authenticates
 	// to extension API servers (palisade-controller's read API) with
 	// ProxyClientCert, signed by FrontProxyCA.
-	FrontProxyCA                    string
+	FrontProxyCA string
+	// FrontProxyCAKey signs FrontProxyCA's certificates: kept so that
+	// tests can make a certificate of the right CA with a name the
+	// controller must refuse.
+	FrontProxyCAKey                 string
 	ProxyClientCert, ProxyClientKey string
 }
 
@@ -53,6 +57,7 @@ func newPKI(dir string) (*pki, error) {
 		ServingCert: filepath.Join(dir, "apiserver", "apiserver.crt"),
 
 		FrontProxyCA:    filepath.Join(dir, "front-proxy-ca.crt"),
+		FrontProxyCAKey: filepath.Join(dir, "front-proxy-ca.key"),
 		ProxyClientCert: filepath.Join(dir, "front-proxy-client.crt"),
 		ProxyClientKey:  filepath.Join(dir, "front-proxy-client.key"),
 	}
@@ -127,6 +132,13 @@ func (p *pki) writeFrontProxy() error {
 		return err
 	}
 	if err := writePEM(p.FrontProxyCA, "CERTIFICATE", caDER, 0o644); err != nil {
+		return err
+	}
+	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(p.FrontProxyCAKey, "EC PRIVATE KEY", caKeyDER, 0o600); err != nil {
 		return err
 	}
 	if err := writePEM(p.ProxyClientCert, "CERTIFICATE", der, 0o644); err != nil {
