@@ -12,3 +12,10 @@ import "embed"
 //
 //go:embed conf/palisade-agent.conf conf/palisade-controller.conf
 var Conf embed.FS
+
+// Manifest is palisade.yml as it was when the program was built: the lab
+// applies its ServiceAccounts and RBAC and runs the components with those
+// accounts' tokens.
+//
+//go:embed palisade.yml
+var Manifest []byte

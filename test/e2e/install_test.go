@@ -118,7 +118,9 @@ func TestInstallManifest(t *testing.T) {
 		{"palisade-controller", "get", "configmaps/" + controlplane.CAConfigMapName, controlplane.CAConfigMapNamespace, true},
 		{"palisade-agent", "get", "configmaps/" + controlplane.CAConfigMapName, controlplane.CAConfigMapNamespace, true},
 		{"palisade-agent", "get", "configmaps/palisade-config", controlplane.CAConfigMapNamespace, false},
-		{"palisade-agent", "list", "pods", "", false},
+		{"palisade-agent", "list", "pods", "", true}, // its node's, by field selector
+		{"palisade-controller", "list", "nodes", "", false},
+		{"palisade-agent", "delete", "pods", "", false},
 		{"palisade-agent", "update", "nodes", "", false},
 		{"palisade-agent", "get", "secrets", "palisade-system", false},
 	} {

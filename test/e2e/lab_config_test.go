@@ -13,13 +13,18 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"palisade.dev/palisade/test/lab"
 	"palisade.dev/palisade/test/lab/layout"
 	"palisade.dev/palisade/test/lab/proc"
 )
 
 // TestLabShippedConfig checks that the lab runs palisade-controller and
-// palisade-agent with the configuration files the manifest ships
+// palisade-agent as the manifest's ServiceAccounts, refused nothing by its
+// RBAC, and with the configuration files the manifest ships
 // (build/yamls/conf): each runs with --config naming a file identical to
 // the shipped one, and a key of that file the lab does not override on the
 // command line is in force (the agent serves its API where the file says,
@@ -89,6 +94,56 @@ func TestLabShippedConfig(t *testing.T) {
 		t.Errorf("the agent still serves %s after its configuration file moved its API to %s", agentAPI, moved)
 	}
 	t.Logf("the agent serves its API where %s says: %s, then %s", conf, agentAPI, moved)
+
+	checkRunsAsServiceAccounts(t, ctx, l, map[string]string{
+		"palisade-controller": "system:serviceaccount:palisade-system:palisade-controller",
+		agentName:             "system:serviceaccount:palisade-system:palisade-agent",
+	})
+}
+
+// checkRunsAsServiceAccounts checks that each lab process talks to the
+// apiserver as the manifest's ServiceAccount (its --kubeconfig's token, as
+// TokenReview sees it), and that none of them was refused anything by RBAC
+// (no "forbidden" in their logs): the lab exercises the shipped RBAC.
+func checkRunsAsServiceAccounts(t *testing.T, ctx context.Context, l *lab.Lab, users map[string]string) {
+	t.Helper()
+	kube := l.Client()
+	for process, want := range users {
+		argv := processArgs(t, l, process)
+		i := slices.Index(argv, "--kubeconfig")
+		if i < 0 || i+1 >= len(argv) {
+			t.Fatalf("%s runs without --kubeconfig: %q", process, argv)
+		}
+		cfg, err := clientcmd.LoadFromFile(argv[i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var token string
+		for _, a := range cfg.AuthInfos {
+			token = a.Token
+		}
+		tr, err := kube.AuthenticationV1().TokenReviews().Create(ctx,
+			&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tr.Status.Authenticated || tr.Status.User.Username != want {
+			t.Errorf("%s talks to the apiserver as %q (authenticated %v), want %s", process, tr.Status.User.Username, tr.Status.Authenticated, want)
+		}
+	}
+	logs, _ := filepath.Glob(filepath.Join(l.Dir(), "logs", "palisade-controller.log"))
+	agents, _ := filepath.Glob(filepath.Join(l.Dir(), "nodes", "*", "logs", "agent.log"))
+	for _, f := range append(logs, agents...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "forbidden") {
+				t.Errorf("RBAC refused a component something (%s): %s", f, line)
+			}
+		}
+	}
 }
 
 // processArgs is the command line of the lab process recorded as name.

@@ -180,6 +180,9 @@ func (l *Lab) up(ctx context.Context) error {
 		if err := l.installReadAPI(ctx); err != nil {
 			return err
 		}
+		if err := l.installRBAC(ctx); err != nil {
+			return err
+		}
 	}
 
 	kubeconfig := l.dir.Kubeconfig()
@@ -196,7 +199,7 @@ func (l *Lab) up(ctx context.Context) error {
 			return err
 		}
 		// The shipped configuration, then the lab's own values.
-		args := append([]string{"--config", ConfFile(string(l.dir), controllerConf)}, controllerArgs(kubeconfig)...)
+		args := append([]string{"--config", ConfFile(string(l.dir), controllerConf)}, controllerArgs(filepath.Join(string(l.dir), controllerKubeconfig))...)
 		if _, err := l.start(ctx, controllerBinary, tierControllers, filepath.Join(o.BinDir, controllerBinary), args, l.logFile(controllerBinary)); err != nil {
 			return err
 		}
@@ -286,7 +289,7 @@ func (l *Lab) startNode(ctx context.Context, i int) error {
 	if err := l.writeAgentToken(ctx, i, nd); err != nil {
 		return err
 	}
-	args := agentArgs(filepath.Join(l.opts.BinDir, agentBinary), ConfFile(string(l.dir), agentConf), l.dir.Kubeconfig(), i, nd, inst.DBSock, inst.MgmtSock, inst.Bridge)
+	args := agentArgs(filepath.Join(l.opts.BinDir, agentBinary), ConfFile(string(l.dir), agentConf), filepath.Join(string(l.dir), agentKubeconfig), i, nd, inst.DBSock, inst.MgmtSock, inst.Bridge)
 	_, err = l.start(ctx, name+"-agent", tierNodes, "ip", args, filepath.Join(nd.Logs(), "agent.log"))
 	return err
 }
