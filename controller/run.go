@@ -127,7 +127,14 @@ func lead(ctx context.Context, o *Options, client kubernetes.Interface, dynClien
 	go func() { errs <- npController.Run(ctx) }()
 	handler := newReadAPI(ctx, client, npController.State()).Wrap(apiserver.NewHandler(ctx, store, auth))
 	go func() { errs <- apiserver.Serve(ctx, ln, tlsConfig, handler) }()
-	go syncAPIServiceCA(ctx, dynClient, caPEM, apiServiceCheckInterval, apiServiceRetryInterval) // ends with ctx
+	caSynced := make(chan struct{})
+	go func() {
+		defer close(caSynced)
+		syncAPIServiceCA(ctx, dynClient, caPEM, apiServiceCheckInterval, apiServiceRetryInterval) // ends with ctx
+	}()
+	// Leadership ends only once this term's caBundle patches have stopped,
+	// so that a late one cannot overwrite the next leader's CA.
+	defer func() { cancel(); <-caSynced }()
 	// The CA's publication ends early and well; anything else ending (or
 	// failing) ends the rest.
 	var all []error

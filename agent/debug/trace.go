@@ -82,6 +82,9 @@ type Verdict struct {
 	// Reason explains a drop in words; OVS's warnings of the last pass,
 	// if it gave any, prefixed "OVS: ".
 	Reason string `json:"reason,omitempty"`
+	// Note qualifies an output the trace itself could not show (see
+	// traceTunnelArtifact).
+	Note string `json:"note,omitempty"`
 }
 
 var (
@@ -239,27 +242,19 @@ func ParseTrace(text string, names map[uint8]string) (Trace, error) {
 func verdict(tr Trace, warnings []string) Verdict {
 	last := tr.Steps[len(tr.Steps)-1]
 	if outputs(tr.DatapathActions) {
-		for i := len(tr.Steps) - 1; i >= 0 && tr.Steps[i].Pass == last.Pass; i-- {
-			s := tr.Steps[i]
-			if s.Bridge != tr.Bridge {
-				continue
-			}
-			for _, n := range s.Notes {
-				if m := outputNote.FindStringSubmatch(n); m != nil {
-					port, _ := strconv.ParseUint(m[1], 10, 32)
-					return Verdict{Action: "output", Port: uint32(port), Table: s.Table, TableName: s.TableName}
-				}
-			}
-		}
-		return Verdict{Action: "output", Table: last.Table, TableName: last.TableName}
+		return outputVerdict(tr)
+	}
+	if slices.Contains(warnings, notTunnelingToOwn) && !strings.Contains(tr.Flow, "tun_dst=") {
+		// The pipeline sent the packet to the tunnel; only the trace
+		// could not follow it there.
+		v := outputVerdict(tr)
+		v.Note = "OVS: " + notTunnelingToOwn + " " + traceTunnelArtifact
+		return v
 	}
 	v := Verdict{Action: "drop", Table: last.Table, TableName: last.TableName}
 	switch {
 	case len(warnings) > 0:
 		v.Reason = "OVS: " + strings.Join(warnings, "; ")
-		if slices.Contains(warnings, notTunnelingToOwn) && !strings.Contains(tr.Flow, "tun_dst=") {
-			v.Reason += " " + traceTunnelArtifact
-		}
 	case last.NoMatch:
 		v.Reason = reasonMiss
 	case len(last.Actions) == 0 || len(last.Actions) == 1 && last.Actions[0] == "drop":
@@ -268,6 +263,25 @@ func verdict(tr Trace, warnings []string) Verdict {
 		v.Reason = reasonNowhere
 	}
 	return v
+}
+
+// outputVerdict is an output verdict for the port the traced bridge's last
+// output step of the last pass names.
+func outputVerdict(tr Trace) Verdict {
+	last := tr.Steps[len(tr.Steps)-1]
+	for i := len(tr.Steps) - 1; i >= 0 && tr.Steps[i].Pass == last.Pass; i-- {
+		s := tr.Steps[i]
+		if s.Bridge != tr.Bridge {
+			continue
+		}
+		for _, n := range s.Notes {
+			if m := outputNote.FindStringSubmatch(n); m != nil {
+				port, _ := strconv.ParseUint(m[1], 10, 32)
+				return Verdict{Action: "output", Port: uint32(port), Table: s.Table, TableName: s.TableName}
+			}
+		}
+	}
+	return Verdict{Action: "output", Table: last.Table, TableName: last.TableName}
 }
 
 // outputs reports whether datapath actions (`ovs-appctl` syntax, ports by

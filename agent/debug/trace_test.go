@@ -69,15 +69,17 @@ func TestParseTrace(t *testing.T) {
 			// L3Forwarding set before ct(), and took it for the tunnel
 			// the packet came in on (ofproto-dpif-xlate.c compares the
 			// output's tunnel destination with the one the translation
-			// started with). The verdict is what OVS traced, with its
-			// reason and why it is the trace's alone.
+			// started with). The datapath does tunnel it (TestNetwork's
+			// cross-node traffic), so the verdict is the output to the
+			// tunnel, with OVS's warning and why it is the trace's alone
+			// as a note.
 			file: "trace-remote.txt",
 			tables: []string{"Classifier", "SpoofGuard", "L3Forwarding", "Conntrack",
 				"ConntrackState", "EgressRule", "EgressDefault", "EgressMetric", "L2Forwarding", "IngressRule",
 				"IngressDefault", "IngressMetric", "ConntrackCommit", "Output"},
 			passes: 1,
-			verdict: Verdict{Action: "drop", Table: 13, TableName: "Output",
-				Reason: "OVS: Not tunneling to our own address " + traceTunnelArtifact},
+			verdict: Verdict{Action: "output", Port: 2, Table: 13, TableName: "Output",
+				Note: "OVS: Not tunneling to our own address " + traceTunnelArtifact},
 			dpActs: "ct(commit,zone=65520,label=0/0xffffffffffffffff)",
 		},
 		{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -149,8 +150,10 @@ func runGetModel(resource string, args []string, out io.Writer) error {
 	if fs.NArg() > 1 {
 		return fmt.Errorf("usage: palisadectl get %s [NAME]", resource)
 	}
-	if strings.Contains(fs.Arg(0), "/") {
-		return fmt.Errorf("invalid name %q: names of %s have no \"/\"", fs.Arg(0), resource)
+	if name := fs.Arg(0); name != "" {
+		if errs := path.IsValidPathSegmentName(name); len(errs) > 0 {
+			return fmt.Errorf("invalid name %q: %s", name, strings.Join(errs, "; "))
+		}
 	}
 	if err := checkFormat(*o); err != nil {
 		return err

@@ -101,7 +101,7 @@ func TestModelCommands(t *testing.T) {
 	kubeconfig, requests := fakeAPIServer(t, map[string]any{
 		cp.GroupPath:                   servedGroup,
 		v + "/networkpolicies/missing": failureReason(404, metav1.StatusReasonNotFound, `networkpolicies "missing" not found`),
-		v + "/networkpolicies/uid 1%":  &cp.NetworkPolicyObject{TypeMeta: tm("NetworkPolicy"), NetworkPolicy: allowWeb},
+		v + "/networkpolicies/uid 1":   &cp.NetworkPolicyObject{TypeMeta: tm("NetworkPolicy"), NetworkPolicy: allowWeb},
 		v + "/networkpolicies":         &cp.NetworkPolicyList{TypeMeta: tm("NetworkPolicyList"), Items: []cp.NetworkPolicy{allowWeb}},
 		v + "/networkpolicies/uid-1":   &cp.NetworkPolicyObject{TypeMeta: tm("NetworkPolicy"), NetworkPolicy: allowWeb},
 		v + "/appliedtogroups": &cp.AppliedToGroupList{TypeMeta: tm("AppliedToGroupList"), Items: []cp.AppliedToGroup{
@@ -134,8 +134,10 @@ func TestModelCommands(t *testing.T) {
 		{args: []string{"get", "addressgroups"}, code: 1, err: []string{"forbidden:", `User "bob"`, "ClusterRole palisade-viewer"}},
 		{args: []string{"get", "pods"}, code: 1, err: []string{`unknown resource "pods"`, "networkpolicies"}},
 		{args: []string{"get", "networkpolicies", "missing"}, code: 1, err: []string{`networkpolicies "missing" not found`}, notErr: "not served"},
-		{args: []string{"get", "networkpolicies", "uid 1%"}, out: []string{"shop/allow-web"}, request: v + "/networkpolicies/uid 1%"},
+		{args: []string{"get", "networkpolicies", "uid 1"}, out: []string{"shop/allow-web"}, request: v + "/networkpolicies/uid 1"},
 		{args: []string{"get", "networkpolicies", "a/b"}, code: 1, err: []string{`invalid name "a/b"`}},
+		{args: []string{"get", "networkpolicies", ".."}, code: 1, err: []string{`invalid name ".."`}},
+		{args: []string{"query", "endpoint", "x/.."}, code: 1, err: []string{`invalid pod "x/.."`}},
 		{args: []string{"query", "endpoint", "shop/web"}, out: []string{"Pod shop/web on node node1", "appliedTo  shop/allow-web  Ingress"},
 			request: v + "/namespaces/shop/endpointqueries/web"},
 		{args: []string{"query", "endpoint", "shop/ghost"}, code: 1, err: []string{"shop/ghost is not known"}},

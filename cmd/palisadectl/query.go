@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"palisade.dev/palisade/controller/apis/controlplane"
 )
 
@@ -20,8 +22,8 @@ func init() {
 // parsePodRef reads "namespace/name".
 func parsePodRef(s string) (controlplane.PodReference, error) {
 	ns, name, ok := strings.Cut(s, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return controlplane.PodReference{}, fmt.Errorf("invalid pod %q: want NAMESPACE/POD", s)
+	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return controlplane.PodReference{}, fmt.Errorf("invalid pod %q: want NAMESPACE/POD (a namespace and a pod name as Kubernetes allows them)", s)
 	}
 	return controlplane.PodReference{Namespace: ns, Name: name}, nil
 }

@@ -89,10 +89,11 @@ func haveKubeconfig(path string) bool {
 
 // podIP looks up "namespace/name"'s IP in the Kubernetes API.
 func podIP(ctx context.Context, kubeconfig, key string) (string, error) {
-	ns, name, ok := strings.Cut(key, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+	ref, err := parsePodRef(key)
+	if err != nil {
 		return "", fmt.Errorf("--to %q: want NAMESPACE/POD or an IPv4 address", key)
 	}
+	ns, name := ref.Namespace, ref.Name
 	cfg, err := restConfig(kubeconfig)
 	if err != nil {
 		return "", err
@@ -133,7 +134,11 @@ func verdictText(v debug.Verdict) string {
 		if v.PortName != "" {
 			s += " (" + v.PortName + ")"
 		}
-		return s + " in table " + v.TableName
+		s += " in table " + v.TableName
+		if v.Note != "" {
+			s += " (" + v.Note + ")"
+		}
+		return s
 	}
 	return fmt.Sprintf("drop in table %s: %s", v.TableName, v.Reason)
 }

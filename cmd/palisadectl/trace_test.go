@@ -70,6 +70,7 @@ func TestTraceVerdictText(t *testing.T) {
 	}{
 		{debug.Verdict{Action: "output", Port: 4, PortName: "pod dbg/b", TableName: "Output"}, "output to port 4 (pod dbg/b) in table Output"},
 		{debug.Verdict{Action: "output", Port: 9, TableName: "Output"}, "output to port 9 in table Output"},
+		{debug.Verdict{Action: "output", Port: 2, PortName: "tunnel", TableName: "Output", Note: "OVS: trace artifact"}, "output to port 2 (tunnel) in table Output (OVS: trace artifact)"},
 		{debug.Verdict{Action: "drop", TableName: "SpoofGuard", Reason: "the matched flow drops"}, "drop in table SpoofGuard: the matched flow drops"},
 	} {
 		if got := verdictText(tc.v); got != tc.want {

@@ -147,7 +147,8 @@ type ConfigMapGetter interface {
 // configuration in ConfigMap extension-apiserver-authentication, read
 // again once it is older than a TTL (so that rotated CAs are picked up).
 // A failed read is retried at most once every RequestHeaderRetryInterval;
-// requests meanwhile fail with the read's error.
+// meanwhile requests are served with the configuration read before (up to
+// RequestHeaderMaxStale old) or, without one, fail with the read's error.
 type RequestHeaderAuthenticator struct {
 	configMaps ConfigMapGetter
 	ttl        time.Duration
@@ -163,6 +164,11 @@ type RequestHeaderAuthenticator struct {
 // RequestHeaderRetryInterval is how long a failed read of the front
 // proxy's configuration is reused before the ConfigMap is read again.
 const RequestHeaderRetryInterval = 5 * time.Second
+
+// RequestHeaderMaxStale is how long a configuration read earlier keeps
+// serving while refreshing it fails: a passing apiserver hiccup does not
+// turn every read-API request away.
+const RequestHeaderMaxStale = 10 * time.Minute
 
 // NewRequestHeaderAuthenticator reads the ConfigMap through configMaps (of
 // namespace kube-system) and keeps it for ttl.
@@ -188,17 +194,26 @@ func (a *RequestHeaderAuthenticator) current(ctx context.Context) (*RequestHeade
 		return a.config, nil
 	}
 	if a.lastErr != nil && now.Sub(a.failed) < RequestHeaderRetryInterval {
-		return nil, a.lastErr
+		return a.staleOr(now, a.lastErr)
 	}
 	c, err := a.read(ctx)
 	if err != nil {
 		if ctx.Err() == nil { // not the request's own cancellation
 			a.failed, a.lastErr = now, err
 		}
-		return nil, err
+		return a.staleOr(now, err)
 	}
 	a.config, a.loaded, a.lastErr = c, now, nil
 	return c, nil
+}
+
+// staleOr returns the configuration read last if it is younger than
+// RequestHeaderMaxStale, else err.
+func (a *RequestHeaderAuthenticator) staleOr(now time.Time, err error) (*RequestHeaderConfig, error) {
+	if a.config != nil && now.Sub(a.loaded) < RequestHeaderMaxStale {
+		return a.config, nil
+	}
+	return nil, err
 }
 
 func (a *RequestHeaderAuthenticator) read(ctx context.Context) (*RequestHeaderConfig, error) {

@@ -286,6 +286,34 @@ func TestRequestHeaderAuthenticatorBacksOff(t *testing.T) {
 	}
 }
 
+// TestRequestHeaderAuthenticatorServesStale: once read, the configuration
+// keeps serving while refreshing it fails, up to RequestHeaderMaxStale.
+func TestRequestHeaderAuthenticatorServesStale(t *testing.T) {
+	ca := newTestCA(t, "front-proxy-ca")
+	cms := &fakeConfigMaps{data: authConfigMap(ca)}
+	a := NewRequestHeaderAuthenticator(cms, time.Minute)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	r := httptest.NewRequest(http.MethodGet, "https://controller"+cp.VersionPath+"/networkpolicies", nil)
+	r.Header.Set("X-Remote-User", "alice")
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{ca.client(t, "front-proxy-client")}}
+	if _, err := a.Authenticate(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	cms.err = errors.New("the apiserver is away")
+	now = now.Add(2 * time.Minute) // past the TTL: a refresh, which fails
+	if u, err := a.Authenticate(context.Background(), r); err != nil || u.Name != "alice" {
+		t.Fatalf("with a failed refresh: %v, %v; want alice from the configuration read before", u, err)
+	}
+	if cms.calls != 2 {
+		t.Errorf("%d reads, want 2 (the first and the failed refresh)", cms.calls)
+	}
+	now = now.Add(RequestHeaderMaxStale)
+	if _, err := a.Authenticate(context.Background(), r); err == nil {
+		t.Fatalf("a configuration older than %s still serves while refreshing it fails", RequestHeaderMaxStale)
+	}
+}
+
 // TestReadAPIThroughTLS serves the read API as the controller does (TLS
 // asking for, not requiring, client certificates; the real front proxy
 // authenticator; the handler wrapper) and calls it as kube-apiserver's

@@ -73,6 +73,12 @@ func TestControllerHA(t *testing.T) {
 	t.Log("stopping the lab's controller: the standby must take over")
 	stopLabController(t, ctx, l)
 	start := time.Now()
+	// The old leader released the Lease as it exited: no holder yet, or
+	// already the standby (which would otherwise wait out the 4 s
+	// lease duration it saw renewed).
+	if h := haLeaseHolder(t, ctx, kube, leaseNamespace); h == first {
+		t.Errorf("the stopped leader still holds the Lease (%q): it did not release it on SIGTERM", h)
+	}
 	var second string
 	// The standby judges the Lease expired 4 s (its lease duration) after
 	// it last saw it renewed; a leader that releases the Lease on SIGTERM
