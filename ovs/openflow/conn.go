@@ -112,8 +112,14 @@ func (cn *conn) read() {
 		case typeEchoRequest:
 			echo := openflow15.NewEchoReply()
 			echo.Xid = xid
-			// A failed reply shows as OVS dropping the connection.
-			_ = cn.write(time.Now().Add(echoReplyTimeout), echoWithBody{echo, msg[headerLen:]})
+			if err := cn.write(time.Now().Add(echoReplyTimeout), echoWithBody{echo, msg[headerLen:]}); err != nil {
+				// A reply cut short leaves the stream corrupt, and OVS
+				// drops a connection that does not answer: end it now,
+				// so the client reconnects at once.
+				cn.readErr = fmt.Errorf("answering the switch's echo request: %w", err)
+				cn.nc.Close()
+				return
+			}
 			continue
 		case typeError:
 			rp = reply{xid: xid, err: parseError(msg)}
