@@ -25,13 +25,18 @@ const requestHeaderTTL = time.Minute
 // newReadAPI returns the operators' read API over the model of state:
 // requests come through kube-apiserver's front proxy and are authorized by
 // SubjectAccessReview.
-func newReadAPI(ctx context.Context, client kubernetes.Interface, state *networkpolicy.State) *apiserver.ReadAPI {
+func newReadAPI(ctx context.Context, client kubernetes.Interface, state *networkpolicy.State, synced func() bool) *apiserver.ReadAPI {
 	authn := apiserver.NewRequestHeaderAuthenticator(client.CoreV1().ConfigMaps(apiserver.AuthenticationConfigMapNamespace), requestHeaderTTL)
-	return apiserver.NewReadAPI(ctx, modelSource{state}, authn, client.AuthorizationV1().SubjectAccessReviews())
+	return apiserver.NewReadAPI(ctx, modelSource{state, synced}, authn, client.AuthorizationV1().SubjectAccessReviews())
 }
 
 // modelSource serves the read API from the incremental model.
-type modelSource struct{ state *networkpolicy.State }
+type modelSource struct {
+	state  *networkpolicy.State
+	synced func() bool
+}
+
+func (m modelSource) Synced() bool { return m.synced() }
 
 func (m modelSource) Snapshot() *apiserver.Snapshot {
 	model := m.state.Model()

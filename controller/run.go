@@ -125,7 +125,7 @@ func lead(ctx context.Context, o *Options, client kubernetes.Interface, dynClien
 	errs := make(chan error, 3)
 	go func() { errs <- publishCA(ctx, client, caPEM) }()
 	go func() { errs <- npController.Run(ctx) }()
-	handler := newReadAPI(ctx, client, npController.State()).Wrap(apiserver.NewHandler(ctx, store, auth))
+	handler := newReadAPI(ctx, client, npController.State(), npController.HasSynced).Wrap(apiserver.NewHandler(ctx, store, auth))
 	go func() { errs <- apiserver.Serve(ctx, ln, tlsConfig, handler) }()
 	caSynced := make(chan struct{})
 	go func() {

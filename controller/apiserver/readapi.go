@@ -19,6 +19,9 @@ import (
 
 // ModelSource is the controller's model as the read API needs it.
 type ModelSource interface {
+	// Synced reports whether the model is built from synced informers;
+	// until then it is partial and the API answers 503.
+	Synced() bool
 	// Snapshot returns the model as published so far.
 	Snapshot() *Snapshot
 	// Pod returns a pod as a group member (nil when it cannot be one,
@@ -140,6 +143,14 @@ func (a *ReadAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := authorizeUser(r.Context(), a.reviewer, user, req.verb, req.resource, req.namespace, req.name); err != nil {
 		a.refuse(w, r, err)
+		return
+	}
+	if !a.source.Synced() {
+		// A partial model would answer wrong (a policy missing, a pod
+		// "not isolated"); the controller is ready within seconds.
+		w.Header().Set("Retry-After", "1")
+		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+			"the controller is still building its model from the Kubernetes API; retry in a moment")
 		return
 	}
 	status, body := a.serve(req, r)

@@ -18,7 +18,10 @@ import (
 type fakeSource struct {
 	snapshot *Snapshot
 	pods     map[string]*cp.GroupMember // nil value: known, not a member
+	unsynced bool
 }
+
+func (f fakeSource) Synced() bool { return !f.unsynced }
 
 func (f fakeSource) Snapshot() *Snapshot { return f.snapshot }
 
@@ -165,4 +168,25 @@ func cmpOrString(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// TestReadAPIWaitsForTheModel: until the model is built from synced
+// informers, resource requests get 503 (a partial model would answer
+// wrong), while discovery answers.
+func TestReadAPIWaitsForTheModel(t *testing.T) {
+	source := fakeSource{snapshot: snapshot(policy("p", "web", ingress)), unsynced: true}
+	api := NewReadAPI(context.Background(), source, headerAuthn{}, &allowReviewer{allowed: map[string]bool{"alice": true}})
+	h := api.Wrap(http.NotFoundHandler())
+	for path, want := range map[string]int{
+		cp.VersionPath:                      http.StatusOK,
+		cp.VersionPath + "/networkpolicies": http.StatusServiceUnavailable,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "https://controller"+path, nil)
+		r.Header.Set("X-Test-User", "alice")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want || want != http.StatusOK && !strings.Contains(w.Body.String(), "still building its model") {
+			t.Errorf("GET %s before the model is built: %d %s, want %d", path, w.Code, w.Body, want)
+		}
+	}
 }
