@@ -19,9 +19,17 @@ func (d *discard) Apply(_ context.Context, ch of.Changes) error {
 
 // BenchmarkSync10kRulesOneChange is an incremental sync on a node of 10k
 // rules (the shape of BenchmarkReconcile10kRules, about 96k flows): one
-// address group gains a member, or loses it again. It measures Render and
-// the diff against the installed flows, without OVS.
-func BenchmarkSync10kRulesOneChange(b *testing.B) {
+// address group gains a member, or loses it again. It measures rendering
+// and the diff against the installed flows, without OVS.
+func BenchmarkSync10kRulesOneChange(b *testing.B) { benchmarkSyncOneChange(b, false) }
+
+// BenchmarkSync10kRulesOneChangeCopied is BenchmarkSync10kRulesOneChange
+// with every state a deep copy, as the agent's policy cache hands them
+// over: no policy or group is the same object as in the previous state.
+// The copies are made outside the timer.
+func BenchmarkSync10kRulesOneChangeCopied(b *testing.B) { benchmarkSyncOneChange(b, true) }
+
+func benchmarkSyncOneChange(b *testing.B, copied bool) {
 	ctx := context.Background()
 	st := openflowtest.StateOf(openflowtest.Shape{Rules: 10000, Peers: 10, Targets: 10, Spread: true})
 	applier := &discard{}
@@ -57,7 +65,13 @@ func BenchmarkSync10kRulesOneChange(b *testing.B) {
 			g.Members = members
 		}
 		next.AddressGroups["ag-0"] = &g
-		if err := dp.SetPolicy(ctx, &next); err != nil {
+		st := &next
+		if copied {
+			b.StopTimer()
+			st = st.DeepCopy()
+			b.StartTimer()
+		}
+		if err := dp.SetPolicy(ctx, st); err != nil {
 			b.Fatal(err)
 		}
 		i++

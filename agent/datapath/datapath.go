@@ -1,6 +1,7 @@
 // Package datapath keeps the node's OVS flows equal to what its pods and
 // policies require. Every change is computed as values (agent/openflow
-// renders the whole desired table), diffed against what was last installed,
+// renders the desired table, incrementally: only what the change touched
+// is rendered and merged again), diffed against what was last installed,
 // sent to OVS as one bundle, and only then committed to the cache: if OVS
 // refuses the bundle, neither the bridge nor the cache changes.
 package datapath
@@ -48,6 +49,9 @@ type Datapath struct {
 	// the lock is cached only if nothing changed meanwhile.
 	realized *realization
 	gen      uint64
+	// renderer renders the desired flows of each sync incrementally; it
+	// is reset whenever what it rendered was not installed.
+	renderer openflow.Incremental
 	// round goes into every cookie (openflow.SetRound).
 	round uint8
 	// observe, if set, is told about every sync that had changes to apply.
@@ -232,29 +236,41 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 		used[key] = id
 		return id
 	}
-	desired, err := openflow.Render(next, alloc)
+	if replaceAll {
+		d.renderer.Reset()
+	}
+	delta, err := d.renderer.Update(next, alloc)
 	if err != nil {
+		d.renderer.Reset()
 		return fmt.Errorf("rendering flows: %w", err)
 	}
 	if exhausted {
+		d.renderer.Reset()
 		return errConjIDsExhausted
 	}
+	desired := delta.Full
 	if d.round != 0 {
 		openflow.SetRound(desired, d.round)
+		openflow.SetRound(delta.Changed, d.round)
 	}
 	// want is desired by key, for the diff and the next one. Replacing
 	// everything needs no diff: the flows are indexed while OVS takes
-	// the bundle.
+	// the bundle. A partial delta changes the installed flows in place
+	// once OVS took it.
 	indexed := make(chan map[string]of.Flow, 1)
 	var ch of.Changes
-	if replaceAll {
+	var commit func()
+	switch {
+	case replaceAll:
 		go func() { indexed <- byKey(desired, nil) }()
 		ch = of.Changes{ReplaceAll: true, Add: desired}
-	} else {
+	case desired != nil:
 		keys := make([]string, len(desired))
 		want := byKey(desired, keys)
 		indexed <- want
 		ch = diff(d.installed, want, desired, keys)
+	default:
+		ch, commit = diffDelta(d.installed, delta)
 	}
 	if !ch.Empty() {
 		err := d.client.Apply(ctx, ch)
@@ -262,17 +278,61 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 			d.observe(replaceAll, time.Since(start), err)
 		}
 		if err != nil {
+			d.renderer.Reset()
 			return fmt.Errorf("applying %d added, %d modified, %d deleted flows: %w",
 				len(ch.Add), len(ch.Modify), len(ch.Delete), err)
 		}
-		klog.FromContext(ctx).V(2).Info("Applied flows", "added", len(ch.Add), "modified", len(ch.Modify),
-			"deleted", len(ch.Delete), "replaceAll", ch.ReplaceAll, "total", len(desired))
 	}
-	d.installed, d.state = <-indexed, next
+	if commit != nil {
+		commit()
+	} else {
+		d.installed = <-indexed
+	}
+	if !ch.Empty() {
+		klog.FromContext(ctx).V(2).Info("Applied flows", "added", len(ch.Add), "modified", len(ch.Modify),
+			"deleted", len(ch.Delete), "replaceAll", ch.ReplaceAll, "total", len(d.installed))
+	}
+	d.state = next
 	d.conjIDs, d.nextID = used, nextID
 	d.realized = nil
 	d.gen++
 	return nil
+}
+
+// diffDelta computes the changes that turn installed into the table a
+// partial delta describes (changed flows are compared with the installed
+// ones as diff does), and commit updates installed to that table.
+func diffDelta(installed map[string]of.Flow, delta openflow.Delta) (ch of.Changes, commit func()) {
+	keys := make([]string, len(delta.Changed))
+	for i, f := range delta.Changed {
+		keys[i] = f.Key()
+		old, ok := installed[keys[i]]
+		switch {
+		case !ok || old.Cookie != f.Cookie:
+			ch.Add = append(ch.Add, f)
+		case !sameActions(old.Actions, f.Actions):
+			ch.Modify = append(ch.Modify, f)
+		}
+	}
+	var gone []string
+	for _, f := range delta.Removed {
+		k := f.Key()
+		if old, ok := installed[k]; ok {
+			ch.Delete = append(ch.Delete, old)
+			gone = append(gone, k)
+		}
+	}
+	openflow.SortFlows(ch.Add)
+	openflow.SortFlows(ch.Modify)
+	openflow.SortFlows(ch.Delete)
+	return ch, func() {
+		for i, f := range delta.Changed {
+			installed[keys[i]] = f
+		}
+		for _, k := range gone {
+			delete(installed, k)
+		}
+	}
 }
 
 // byKey indexes flows by key; keys, if not nil, receives each flow's key.

@@ -28,3 +28,38 @@ func BenchmarkRender100Rules500Addresses(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "flows")
 }
+
+// BenchmarkFirstUpdate10kRules renders the 10k-rule node of
+// BenchmarkReconcile10kRules (agent/datapath) from nothing: with Render,
+// and with an Incremental's first Update, which also indexes every flow by
+// policy and key for the updates after it (what agent/datapath's Start
+// and Resync pay).
+func BenchmarkFirstUpdate10kRules(b *testing.B) {
+	st := openflowtest.StateOf(openflowtest.Shape{Rules: 10000, Peers: 10, Targets: 10, Spread: true})
+	counter := func() openflow.ConjIDs {
+		ids := map[string]uint32{}
+		return func(k string) uint32 {
+			if _, ok := ids[k]; !ok {
+				ids[k] = uint32(len(ids) + 1)
+			}
+			return ids[k]
+		}
+	}
+	b.Run("Render", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := openflow.Render(st, counter()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Incremental", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var inc openflow.Incremental
+			if _, err := inc.Update(st, counter()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

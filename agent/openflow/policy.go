@@ -140,25 +140,30 @@ func appendPolicyFlows(flows []of.Flow, st *cp.NodeState, localPods map[string]i
 	sort.Strings(names)
 	for _, name := range names {
 		pol := st.Policies[name]
-		targets := appliedTo(st, pol, localPods)
-		if len(targets) == 0 {
+		if targets := appliedTo(st, pol, localPods); len(targets) > 0 {
+			flows = appendOnePolicyFlows(flows, st, pol, targets, ids)
+		}
+	}
+	return flows
+}
+
+// appendOnePolicyFlows renders one policy that applies to targets (not
+// empty): its rules' conjunctions and the default drops of its targets.
+func appendOnePolicyFlows(flows []of.Flow, st *cp.NodeState, pol *cp.NetworkPolicy, targets []interfacestore.PodInterface, ids ConjIDs) []of.Flow {
+	for i, r := range pol.Rules {
+		for _, u := range ruleUnits(st, pol, i, r, targets) {
+			flows = appendUnitFlows(flows, u, ids(u.key))
+		}
+	}
+	for _, d := range []direction{ingress, egress} {
+		if !slices.Contains(pol.PolicyTypes, d.policyType) {
 			continue
 		}
-		for i, r := range pol.Rules {
-			for _, u := range ruleUnits(st, pol, i, r, targets) {
-				flows = appendUnitFlows(flows, u, ids(u.key))
-			}
-		}
-		for _, d := range []direction{ingress, egress} {
-			if !slices.Contains(pol.PolicyTypes, d.policyType) {
-				continue
-			}
-			for _, t := range targets {
-				flows = append(flows, of.Flow{
-					Table: d.defaultTable, Priority: priorityNormal, Cookie: CookieIsolate | uint64(t.OFPort),
-					Match: d.targetMatch(t),
-				})
-			}
+		for _, t := range targets {
+			flows = append(flows, of.Flow{
+				Table: d.defaultTable, Priority: priorityNormal, Cookie: CookieIsolate | uint64(t.OFPort),
+				Match: d.targetMatch(t),
+			})
 		}
 	}
 	return flows

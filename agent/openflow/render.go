@@ -35,7 +35,15 @@ type State struct {
 func Render(st State, ids ConjIDs) ([]of.Flow, error) {
 	pipeline := PipelineFlows()
 	flows := make([]of.Flow, 0, len(pipeline)+4*len(st.Pods)+estimatePolicyFlows(st.Policy, len(st.Pods)))
-	flows = append(flows, pipeline...)
+	flows = appendBaseFlows(append(flows, pipeline...), st)
+	flows = appendPolicyFlows(flows, st.Policy, st.Pods, ids)
+	return splitBands(merge(flows))
+}
+
+// appendBaseFlows appends the flows of the pods (in key order), the
+// gateway, tunnel and remote nodes: what Render adds to the pipeline's
+// before the policies.
+func appendBaseFlows(flows []of.Flow, st State) []of.Flow {
 	keys := make([]string, 0, len(st.Pods))
 	for k := range st.Pods {
 		keys = append(keys, k)
@@ -44,16 +52,18 @@ func Render(st State, ids ConjIDs) ([]of.Flow, error) {
 	for _, k := range keys {
 		flows = append(flows, PodFlows(st.Pods[k])...)
 	}
-	flows = append(flows, NetworkFlows(st.Network, st.Pods, st.RemoteNodes)...)
-	flows = appendPolicyFlows(flows, st.Policy, st.Pods, ids)
-	return splitBands(merge(flows))
+	return append(flows, NetworkFlows(st.Network, st.Pods, st.RemoteNodes)...)
 }
 
-func isConjunctionOnly(f of.Flow) bool {
-	if len(f.Actions) == 0 {
+func isConjunctionOnly(f of.Flow) bool { return conjunctionsOnly(f.Actions) }
+
+// conjunctionsOnly reports whether as are conjunction() actions, at least
+// one.
+func conjunctionsOnly(as []of.Action) bool {
+	if len(as) == 0 {
 		return false
 	}
-	for _, a := range f.Actions {
+	for _, a := range as {
 		if _, ok := a.(of.Conjunction); !ok {
 			return false
 		}
