@@ -187,10 +187,22 @@ func findPod(t *testing.T, pods []probe.Pod, ns, name string) probe.Pod {
 // echoes each line back.
 func serveStream(t *testing.T, p probe.Pod) {
 	t.Helper()
+	serveTCP(t, p, streamPort, func(c net.Conn) {
+		if _, err := fmt.Fprintln(c, p.Key()); err != nil {
+			return
+		}
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// serveTCP listens on port in pod p's network namespace until the test
+// ends and runs serve for every connection (which it closes after).
+func serveTCP(t *testing.T, p probe.Pod, port int, serve func(net.Conn)) {
+	t.Helper()
 	var ln net.Listener
 	if err := nsexec.Do(p.Netns, func() error {
 		var err error
-		ln, err = net.Listen("tcp4", ":"+strconv.Itoa(streamPort))
+		ln, err = net.Listen("tcp4", ":"+strconv.Itoa(port))
 		return err
 	}); err != nil {
 		t.Fatalf("listening in %s: %v", p.Key(), err)
@@ -204,10 +216,7 @@ func serveStream(t *testing.T, p probe.Pod) {
 			}
 			go func() {
 				defer c.Close()
-				if _, err := fmt.Fprintln(c, p.Key()); err != nil {
-					return
-				}
-				_, _ = io.Copy(c, c)
+				serve(c)
 			}()
 		}
 	}()

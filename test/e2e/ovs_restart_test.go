@@ -486,35 +486,17 @@ const pushPort = 8081
 // the client sends is read and discarded.
 func servePush(t *testing.T, p probe.Pod) {
 	t.Helper()
-	var ln net.Listener
-	if err := nsexec.Do(p.Netns, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", ":"+strconv.Itoa(pushPort))
-		return err
-	}); err != nil {
-		t.Fatalf("listening in %s: %v", p.Key(), err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	serveTCP(t, p, pushPort, func(c net.Conn) {
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := int64(0); ; i++ {
+			<-tick.C
+			if _, err := io.WriteString(c, line(i)); err != nil {
 				return
 			}
-			go func() { _, _ = io.Copy(io.Discard, c) }()
-			go func() {
-				defer c.Close()
-				tick := time.NewTicker(time.Millisecond)
-				defer tick.Stop()
-				for i := int64(0); ; i++ {
-					<-tick.C
-					if _, err := io.WriteString(c, line(i)); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 }
 
 // pushStream is the client side of a servePush connection: it only reads
