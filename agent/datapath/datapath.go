@@ -52,6 +52,11 @@ type Datapath struct {
 	// renderer renders the desired flows of each sync incrementally; it
 	// is reset whenever what it rendered was not installed.
 	renderer openflow.Incremental
+	// replaceNext makes the next sync replace every flow: after a failed
+	// Apply the bridge may hold what the cache does not (OVS may have
+	// committed the bundle before the error, e.g. a failed datapath
+	// flush or a lost reply), and a diff would never remove those flows.
+	replaceNext bool
 	// round goes into every cookie (openflow.SetRound).
 	round uint8
 	// observe, if set, is told about every sync that had changes to apply.
@@ -236,16 +241,22 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 		used[key] = id
 		return id
 	}
+	replaceAll = replaceAll || d.replaceNext
 	if replaceAll {
 		d.renderer.Reset()
 	}
 	delta, err := d.renderer.Update(next, alloc)
+	// What the renderer rendered is kept only if it ends up installed.
+	committed := false
+	defer func() {
+		if !committed {
+			d.renderer.Reset()
+		}
+	}()
 	if err != nil {
-		d.renderer.Reset()
 		return fmt.Errorf("rendering flows: %w", err)
 	}
 	if exhausted {
-		d.renderer.Reset()
 		return errConjIDsExhausted
 	}
 	desired := delta.Full
@@ -278,7 +289,7 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 			d.observe(replaceAll, time.Since(start), err)
 		}
 		if err != nil {
-			d.renderer.Reset()
+			d.replaceNext = true
 			return fmt.Errorf("applying %d added, %d modified, %d deleted flows: %w",
 				len(ch.Add), len(ch.Modify), len(ch.Delete), err)
 		}
@@ -296,6 +307,8 @@ func (d *Datapath) syncLocked(ctx context.Context, next openflow.State, replaceA
 	d.conjIDs, d.nextID = used, nextID
 	d.realized = nil
 	d.gen++
+	d.replaceNext = false
+	committed = true
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"palisade.dev/palisade/agent/interfacestore"
@@ -20,12 +21,21 @@ type recorder struct {
 	flows   map[string]of.Flow
 	applied []of.Changes
 	fail    bool
+	// failAfter applies the next bundle, then fails (as a datapath flush
+	// that fails after OVS committed the bundle does).
+	failAfter bool
 }
 
 func (r *recorder) Apply(_ context.Context, ch of.Changes) error {
 	if r.fail {
 		r.fail = false
 		return errors.New("bundle refused")
+	}
+	if r.failAfter {
+		r.failAfter = false
+		r.fail = false
+		_ = r.Apply(context.Background(), ch)
+		return errors.New("applied, then flushing the datapath cache failed")
 	}
 	r.applied = append(r.applied, ch)
 	if ch.ReplaceAll {
@@ -136,6 +146,41 @@ func TestRefusedBundleChangesNothing(t *testing.T) {
 	sameFlows(t, r.flows, dp)
 	if len(dp.Flows()) != before+1 {
 		t.Fatalf("deny-all should add one default drop: %d -> %d", before, len(dp.Flows()))
+	}
+}
+
+// TestApplyFailedAfterCommitHeals: a bundle OVS took although Apply
+// failed (the datapath flush after it failed) leaves flows the cache does
+// not know; the next sync replaces everything, so a later deny-all does
+// not leave the earlier allow's flows on the bridge.
+func TestApplyFailedAfterCommitHeals(t *testing.T) {
+	ctx := context.Background()
+	r := &recorder{flows: map[string]of.Flow{}}
+	dp := New(r)
+	if err := dp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []interfacestore.PodInterface{testPod("a", 2), testPod("b", 3)} {
+		if err := dp.AddPod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.failAfter = true
+	if err := dp.SetPolicy(ctx, sharedRules(1)); err == nil {
+		t.Fatal("the failed Apply was not reported")
+	}
+	// The state changes before the retry (the agent syncs its latest).
+	if err := dp.SetPolicy(ctx, denyAll("b")); err != nil {
+		t.Fatal(err)
+	}
+	if last := r.applied[len(r.applied)-1]; !last.ReplaceAll {
+		t.Errorf("the sync after a failed Apply was a diff, not a ReplaceAll")
+	}
+	sameFlows(t, r.flows, dp)
+	for k, f := range r.flows {
+		if len(f.Actions) > 0 && strings.Contains(f.String(), "conjunction(") {
+			t.Errorf("the earlier policy's flow %s is still on the bridge", k)
+		}
 	}
 }
 

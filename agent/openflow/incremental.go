@@ -128,6 +128,10 @@ func (r *Incremental) Reset() { *r = Incremental{} }
 // Render(st, ids) would, and describes the result relative to the previous
 // Update's. The first Update, and any while a rule table is (or was) in
 // priority bands, returns the full table. On error, call Reset.
+//
+// States passed to Update must not be modified afterwards (pass copies):
+// an unchanged object is recognized by identity, so a policy or group
+// changed in place would keep its old flows.
 func (r *Incremental) Update(st State, ids ConjIDs) (Delta, error) {
 	// The first Update (after New or Reset) merges every key once at the
 	// end; later ones track the keys they change.

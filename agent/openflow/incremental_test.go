@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -157,7 +158,7 @@ func (r *randomState) step() string {
 	st := &cp.NodeState{Policies: maps.Clone(r.state.Policies), AppliedToGroups: maps.Clone(r.state.AppliedToGroups),
 		AddressGroups: maps.Clone(r.state.AddressGroups)}
 	defer func() { r.state = st }()
-	switch r.rng.IntN(11) {
+	switch r.rng.IntN(13) {
 	case 0, 1:
 		name := fmt.Sprintf("pol%d", r.rng.IntN(randomPolicies))
 		st.Policies[name] = r.policy(name)
@@ -236,6 +237,41 @@ func (r *randomState) step() string {
 			st.AppliedToGroups[g.Name] = g
 		}
 		return "change a member of " + name
+	case 11:
+		// Only a service's port range changes.
+		name := fmt.Sprintf("pol%d", r.rng.IntN(randomPolicies))
+		pol := st.Policies[name]
+		if pol == nil {
+			return "no policy " + name
+		}
+		pol = pol.DeepCopy()
+		for i := range pol.Rules {
+			for j := range pol.Rules[i].Services {
+				sv := &pol.Rules[i].Services[j]
+				if port, err := strconv.Atoi(sv.Port); err == nil && port > 0 {
+					if end := int32(port + 1 + r.rng.IntN(3)); sv.EndPort != end {
+						sv.EndPort = end
+					} else {
+						sv.EndPort = 0
+					}
+					st.Policies[name] = pol
+					return "change an endPort of " + name
+				}
+			}
+		}
+		return "no numbered port in " + name
+	case 12:
+		// Only the policy types change (which directions it isolates).
+		name := fmt.Sprintf("pol%d", r.rng.IntN(randomPolicies))
+		pol := st.Policies[name]
+		if pol == nil {
+			return "no policy " + name
+		}
+		pol = pol.DeepCopy()
+		all := [][]string{{"Ingress"}, {"Egress"}, {"Ingress", "Egress"}}
+		pol.PolicyTypes = all[r.rng.IntN(len(all))]
+		st.Policies[name] = pol
+		return "set the policy types of " + name
 	case 7:
 		st = r.state.DeepCopy()
 		return "copy everything"
