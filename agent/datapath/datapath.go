@@ -401,22 +401,11 @@ func sameActions(a, b []of.Action) bool {
 }
 
 func sameAction(a, b of.Action) bool {
-	switch x := a.(type) {
-	case of.Conjunction:
-		y, ok := b.(of.Conjunction)
-		return ok && x == y
-	case of.LoadReg:
-		y, ok := b.(of.LoadReg)
-		return ok && x == y
-	case of.GotoTable:
-		y, ok := b.(of.GotoTable)
-		return ok && x == y
-	case of.Output:
-		y, ok := b.(of.Output)
-		return ok && x == y
-	case of.OutputReg:
-		y, ok := b.(of.OutputReg)
-		return ok && x == y
+	switch a.(type) {
+	case of.Conjunction, of.LoadReg, of.GotoTable, of.Output, of.OutputReg:
+		// Comparable values: equal interfaces are the same type and value
+		// (a different dynamic type of b compares unequal, no panic).
+		return a == b
 	}
 	return a.String() == b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 
 	"palisade.dev/palisade/controller"
@@ -27,36 +26,12 @@ func TestShippedConfig(t *testing.T) {
 // TestCommandLine runs the real main: help lists every flag with its text
 // on stdout and exits 0; bad command lines exit 2 with the reason on stderr.
 func TestCommandLine(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		args       []string
-		wantCode   int
-		wantStdout []string
-		wantStderr string
-	}{
-		{name: "help", args: []string{"--help"}, wantStdout: []string{"Usage: palisade-controller [flags]", "--config", "--leader-elect", "--metrics-bind-address"}},
-		{name: "-h", args: []string{"-h"}, wantStdout: []string{"Usage: palisade-controller [flags]"}},
-		{name: "unknown flag", args: []string{"--bogus"}, wantCode: 2, wantStderr: "unknown flag: --bogus"},
-		{name: "stray argument", args: []string{"serve"}, wantCode: 2, wantStderr: `unexpected arguments ["serve"]`},
-		{name: "invalid option", args: []string{"--port=0"}, wantCode: 2, wantStderr: "--port 0 is not in 1-65535"},
-		{name: "missing config file", args: []string{"--config=/nonexistent/palisade.conf"}, wantCode: 2, wantStderr: "reading configuration"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := clitest.Exec(t, nil, tc.args...)
-			if r.Code != tc.wantCode {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.Code, tc.wantCode, r.Stdout, r.Stderr)
-			}
-			for _, s := range tc.wantStdout {
-				if !strings.Contains(r.Stdout, s) {
-					t.Errorf("stdout lacks %q:\n%s", s, r.Stdout)
-				}
-			}
-			if !strings.Contains(r.Stderr, tc.wantStderr) {
-				t.Errorf("stderr lacks %q:\n%s", tc.wantStderr, r.Stderr)
-			}
-			if tc.wantCode == 0 {
-				clitest.FlagsDocumented(t, command(controller.NewOptions()).Flags, r.Stdout)
-			}
-		})
-	}
+	clitest.Run(t, []clitest.Case{
+		{Name: "help", Args: []string{"--help"}, Stdout: []string{"Usage: palisade-controller [flags]", "--config", "--leader-elect", "--metrics-bind-address"}},
+		{Name: "-h", Args: []string{"-h"}, Stdout: []string{"Usage: palisade-controller [flags]"}},
+		{Name: "unknown flag", Args: []string{"--bogus"}, Code: 2, Stderr: []string{"unknown flag: --bogus"}},
+		{Name: "stray argument", Args: []string{"serve"}, Code: 2, Stderr: []string{`unexpected arguments ["serve"]`}},
+		{Name: "invalid option", Args: []string{"--port=0"}, Code: 2, Stderr: []string{"--port 0 is not in 1-65535"}},
+		{Name: "missing config file", Args: []string{"--config=/nonexistent/palisade.conf"}, Code: 2, Stderr: []string{"reading configuration"}},
+	}, command(controller.NewOptions()).Flags)
 }

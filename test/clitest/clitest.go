@@ -49,6 +49,44 @@ func Exec(t testing.TB, env []string, args ...string) Result {
 	return Result{Code: cmd.ProcessState.ExitCode(), Stdout: stdout.String(), Stderr: stderr.String()}
 }
 
+// Case is one run of the program and what it must do.
+type Case struct {
+	Name      string
+	Env, Args []string
+	// Code is the exit code it must end with.
+	Code int
+	// Stdout and Stderr hold text each output must contain.
+	Stdout, Stderr []string
+}
+
+// Run runs each case as a subtest (see Exec) and checks its exit code and
+// output; for a case that exits 0, every visible flag of flags (if not
+// nil) must be documented in its standard output (FlagsDocumented).
+func Run(t *testing.T, cases []Case, flags *pflag.FlagSet) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			r := Exec(t, tc.Env, tc.Args...)
+			if r.Code != tc.Code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.Code, tc.Code, r.Stdout, r.Stderr)
+			}
+			for _, s := range tc.Stdout {
+				if !strings.Contains(r.Stdout, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, r.Stdout)
+				}
+			}
+			for _, s := range tc.Stderr {
+				if !strings.Contains(r.Stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.Stderr)
+				}
+			}
+			if tc.Code == 0 && flags != nil {
+				FlagsDocumented(t, flags, r.Stdout)
+			}
+		})
+	}
+}
+
 // FlagsDocumented fails t for each visible flag of fs that has no help text
 // or that help does not list with its help text.
 func FlagsDocumented(t testing.TB, fs *pflag.FlagSet, help string) {

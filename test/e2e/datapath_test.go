@@ -195,6 +195,26 @@ func serveStream(t *testing.T, p probe.Pod) {
 	})
 }
 
+// dialTCP opens a TCP connection from pod from's network namespace to
+// to:port with d (a 2 s connect timeout unless d sets one); it is closed
+// when the test ends.
+func dialTCP(t *testing.T, ctx context.Context, from probe.Pod, to netip.Addr, port int, d net.Dialer) net.Conn {
+	t.Helper()
+	if d.Timeout == 0 {
+		d.Timeout = 2 * time.Second
+	}
+	var conn net.Conn
+	if err := nsexec.Do(from.Netns, func() error {
+		var err error
+		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(to.String(), strconv.Itoa(port)))
+		return err
+	}); err != nil {
+		t.Fatalf("opening TCP %s -> %s:%d: %v", from.Key(), to, port, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // serveTCP listens on port in pod p's network namespace until the test
 // ends and runs serve for every connection (which it closes after).
 func serveTCP(t *testing.T, p probe.Pod, port int, serve func(net.Conn)) {
@@ -234,17 +254,8 @@ type stream struct {
 
 func openStream(t *testing.T, ctx context.Context, from probe.Pod, to netip.Addr) *stream {
 	t.Helper()
-	var conn net.Conn
-	if err := nsexec.Do(from.Netns, func() error {
-		var err error
-		d := net.Dialer{Timeout: 2 * time.Second}
-		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(to.String(), strconv.Itoa(streamPort)))
-		return err
-	}); err != nil {
-		t.Fatalf("opening the stream %s -> %s:%d: %v", from.Key(), to, streamPort, err)
-	}
+	conn := dialTCP(t, ctx, from, to, streamPort, net.Dialer{})
 	s := &stream{conn: conn, done: make(chan struct{}), quit: make(chan struct{})}
-	t.Cleanup(func() { conn.Close() })
 	r := bufio.NewReader(conn)
 	go func() {
 		defer close(s.done)

@@ -29,7 +29,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"palisade.dev/palisade/test/lab"
-	"palisade.dev/palisade/test/lab/nsexec"
 	"palisade.dev/palisade/test/lab/probe"
 )
 
@@ -378,16 +377,7 @@ type lineStream struct {
 
 func openLineStream(t *testing.T, ctx context.Context, from probe.Pod, to netip.Addr) *lineStream {
 	t.Helper()
-	var conn net.Conn
-	if err := nsexec.Do(from.Netns, func() error {
-		var err error
-		d := net.Dialer{Timeout: 2 * time.Second}
-		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(to.String(), strconv.Itoa(streamPort)))
-		return err
-	}); err != nil {
-		t.Fatalf("opening the stream %s -> %s:%d: %v", from.Key(), to, streamPort, err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dialTCP(t, ctx, from, to, streamPort, net.Dialer{})
 	s := &lineStream{conn: conn.(*net.TCPConn), quit: make(chan struct{}), wrote: make(chan error, 1), read: make(chan error, 1),
 		timeout: 20 * time.Second}
 	r := bufio.NewReader(conn)
@@ -509,16 +499,7 @@ type pushStream struct {
 
 func openPush(t *testing.T, ctx context.Context, from probe.Pod, to netip.Addr) *pushStream {
 	t.Helper()
-	var conn net.Conn
-	if err := nsexec.Do(from.Netns, func() error {
-		var err error
-		d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}
-		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort(to.String(), strconv.Itoa(pushPort)))
-		return err
-	}); err != nil {
-		t.Fatalf("opening %s -> %s:%d: %v", from.Key(), to, pushPort, err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dialTCP(t, ctx, from, to, pushPort, net.Dialer{KeepAlive: -1})
 	p := &pushStream{conn: conn.(*net.TCPConn), done: make(chan error, 1)}
 	go func() {
 		r := bufio.NewReader(conn)
